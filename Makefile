@@ -1,0 +1,70 @@
+# Every entry point a person or CI uses. Each target installs what it needs and is idempotent.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export CDK_DISABLE_CLI_TELEMETRY := true
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export PYTHONDONTWRITEBYTECODE := 1
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMPS := .make
+
+# Python 3.12 (Nova Sonic needs it): pyenv's copy when there is one, else a plain python3.12.
+PYTHON312 ?= $(shell for p in "$$(pyenv root 2>/dev/null)"/versions/3.12.*/bin/python3.12; do [ -x "$$p" ] && c="$$p"; done; \
+	[ -n "$$c" ] && echo "$$c" || command -v python3.12)
+
+# Debian packages the local mode and the tests need: command -> package.
+SYSTEM_PACKAGES := turnserver:coturn
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMPS):
+	@mkdir -p $@
+
+$(STAMPS)/venv: requirements.txt requirements-dev.txt | $(STAMPS)
+	@if [ -z "$(PYTHON312)" ]; then echo "error: Python 3.12 not found (install it with pyenv or your package manager)" >&2; exit 1; fi
+	@[ -x $(PY) ] || $(PYTHON312) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+$(STAMPS)/node: package.json package-lock.json | $(STAMPS)
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+.PHONY: system-deps
+system-deps: ## Install the Debian packages local mode needs (coturn) when missing
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+.PHONY: setup
+setup: $(STAMPS)/venv $(STAMPS)/node system-deps ## Create .venv, install npm packages and system packages
+
+.PHONY: lint
+lint: $(STAMPS)/venv ## ruff and mypy
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+.PHONY: test
+test: setup lint ## Lint, then run every test
+	$(PY) -m pytest
+
+.PHONY: local
+local: $(STAMPS)/venv system-deps ## Run the local system on 127.0.0.1 (no AWS account needed)
+	$(PY) -m local
+
+.PHONY: bench
+bench: $(STAMPS)/venv ## Run the benchmarks (JSON on stdout)
+	$(PY) -m bench.broker --json
+
+.PHONY: clean
+clean: ## Remove generated files (venv, node_modules, cdk.out, caches)
+	rm -rf $(VENV) node_modules cdk.out $(STAMPS) .pytest_cache .mypy_cache .ruff_cache .hypothesis

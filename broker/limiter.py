@@ -1,0 +1,72 @@
+"""A per-channel call limiter that holds KVS's limit in every sliding window, as the server sees it.
+
+KVS allows 5 ``GetIceServerConfig`` calls per second per channel. A token bucket with a burst of 5
+lets 9 or 10 calls land in some one-second window, and even a client-side sliding window over send
+times can be overrun at the server when one request is delayed in flight and the next is not. This
+limiter counts a call as occupying its slot from the moment it is sent until ``window`` seconds after
+its answer came back. Whenever the server received the call, it was before the answer, so the next
+call on that slot reaches the server at least ``window`` later: no window can hold more than
+``limit`` calls, whatever the network does.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+class SlidingWindowLimiter:
+    """At most ``limit`` calls in any ``window``-second window (not thread-safe; callers lock).
+
+    Args:
+        limit: Calls allowed per window (>= 1).
+        window: Window length in seconds (> 0).
+    """
+
+    def __init__(self, limit: int, window: float) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        if window <= 0:
+            raise ValueError(f"window must be > 0, got {window}")
+        self.limit = limit
+        self.window = window
+        self._completed: deque[float] = deque()  # completion times, oldest first
+        self._in_flight = 0
+
+    def _prune(self, now: float) -> None:
+        while self._completed and self._completed[0] + self.window <= now:
+            self._completed.popleft()
+
+    def ready_at(self, now: float) -> float:
+        """Return the earliest time (>= ``now``) a call could be sent, as far as is known now.
+
+        While every slot is in flight the answer is an estimate (``now + window``): the real time is
+        one window after the first of them completes, which is later. Callers re-check then.
+        """
+        self._prune(now)
+        if len(self._completed) + self._in_flight < self.limit:
+            return now
+        if self._completed:
+            return self._completed[0] + self.window
+        return now + self.window
+
+    def acquire(self, now: float) -> None:
+        """Take a slot for a call sent at ``now``.
+
+        Raises:
+            RuntimeError: No slot is free at ``now`` (check :meth:`ready_at` first).
+        """
+        if self.ready_at(now) > now:
+            raise RuntimeError("no free slot: call ready_at() first")
+        self._in_flight += 1
+
+    def release(self, now: float) -> None:
+        """Mark one call taken with :meth:`acquire` as answered (or failed) at ``now``."""
+        if self._in_flight == 0:
+            raise RuntimeError("release() without a matching acquire()")
+        self._in_flight -= 1
+        self._completed.append(now)
+
+    @property
+    def in_flight(self) -> int:
+        """Calls sent and not yet answered."""
+        return self._in_flight

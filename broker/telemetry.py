@@ -1,0 +1,31 @@
+"""Names shared by the broker's metrics and the CDK dashboard and alarms that read them.
+
+The broker emits CloudWatch metrics in Embedded Metric Format (Powertools Metrics) under
+``METRICS_NAMESPACE`` with the single dimension ``service=SERVICE_NAME``. The observability
+construct builds its alarms from these same constants, so a rename cannot silently break an alarm.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+METRICS_NAMESPACE: Final = "PipecatAgentCore/TurnBroker"
+SERVICE_NAME: Final = "turn-broker"
+SERVICE_DIMENSION: Final = "service"
+
+
+class MetricName:
+    """Metric names the broker emits (one data point per request unless noted)."""
+
+    KVS_CALLS: Final = "KvsCalls"
+    """Count of GetIceServerConfig calls made to KVS."""
+    KVS_THROTTLES: Final = "KvsThrottles"
+    """Count of ClientLimitExceededException answers (each one absorbed by failover)."""
+    POOL_EXHAUSTED: Final = "PoolExhausted"
+    """Count of requests refused because no channel could serve within the bounded wait."""
+    CREDENTIAL_LATENCY: Final = "CredentialLatencyMs"
+    """Milliseconds spent obtaining ICE servers for one request."""
+    CACHE_HITS: Final = "CredentialCacheHits"
+    """Count of requests served from a shared credential set without calling KVS."""
+    REQUEST_LATENCY: Final = "RequestLatencyMs"
+    """Milliseconds the broker API spent on one request, end to end."""
