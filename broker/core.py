@@ -120,16 +120,22 @@ class IceBroker:
         with self._lock:
             self._counts[name] += amount
 
-    def _acquire(self, deadline: float, last_failure: KvsError | None) -> _Channel:
-        """Take a slot on the channel that can serve soonest, waiting until ``deadline`` at most."""
+    def _acquire(self, deadline: float, last_failure: KvsError | None, tried: set[str]) -> _Channel:
+        """Take a slot on the channel that can serve soonest, waiting until ``deadline`` at most.
+
+        Channels in ``tried`` (failed earlier in this request) are skipped while others remain.
+        """
         count = len(self._channels)
         while True:
             with self._lock:
                 now = self._clock()
                 best, best_at = self._channels[0], float("inf")
                 start = self._rng.randrange(count)
+                skip = tried if len(tried) < count else set()
                 for offset in range(count):
                     channel = self._channels[(start + offset) % count]
+                    if channel.arn in skip:
+                        continue
                     ready_at = max(channel.cooldown_until, channel.limiter.ready_at(now))
                     if ready_at < best_at:
                         best, best_at = channel, ready_at
@@ -161,8 +167,9 @@ class IceBroker:
         deadline = self._clock() + self.config.max_wait_seconds
         calls = throttles = failures = 0
         last_failure: KvsError | None = None
+        tried: set[str] = set()
         while True:
-            channel = self._acquire(deadline, last_failure)
+            channel = self._acquire(deadline, last_failure, tried)
             sent_at = self._wall()
             calls += 1
             self._count("kvs_calls")
@@ -170,6 +177,7 @@ class IceBroker:
                 entries = self._kvs.get_ice_server_config(channel.arn, client_id=client_id)
             except KvsError as exc:
                 self._release(channel, exc)
+                tried.add(channel.arn)
                 if exc.throttled:
                     throttles += 1
                     self._count("throttles")

@@ -1,0 +1,1 @@
+"""Local mode: the whole system on one machine with no AWS account."""
