@@ -59,7 +59,7 @@ _CHANNEL_FAILURES = frozenset({"ResourceNotFoundException"})
 DEFAULT_CLIENT_CONFIG = Config(
     # Transient errors (5xx, connection resets) are retried by botocore itself. It does NOT retry
     # ClientLimitExceededException: the broker fails over to another channel instead.
-    retries={"mode": "standard", "max_attempts": 3},
+    retries={"mode": "standard", "total_max_attempts": 3},
     connect_timeout=2,
     read_timeout=3,
     max_pool_connections=64,
