@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import socketserver
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Final, Self
 from urllib.parse import urlsplit
+
+from local.http_server import FastRequestHandler, LoopbackHTTPServer
 
 from .backend import ApiResponse, KvsBackend, parse_request_body
 from .config import EmulatorConfig
@@ -34,71 +33,18 @@ ADMIN_PREFIX: Final = "/_emulator/"
 _CONNECTION_ERRORS: Final = (ConnectionError, TimeoutError)
 
 
-class _EmulatorHTTPServer(ThreadingHTTPServer):
-    """Threaded HTTP server that tracks open connections so :meth:`close_connections` can end them."""
-
-    daemon_threads = True
-    # Many clients may connect at once (load tests); the stdlib default backlog of 5 drops SYNs.
-    request_queue_size = 512
+class _EmulatorHTTPServer(LoopbackHTTPServer):
+    """The loopback server, holding the emulator's backend for its handlers."""
 
     def __init__(self, config: EmulatorConfig, backend: KvsBackend) -> None:
-        self.address_family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
         self.backend = backend
-        self.idle_timeout = config.idle_timeout_seconds
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__((config.host, config.port), _RequestHandler)
-
-    def server_bind(self) -> None:
-        """Bind without HTTPServer's reverse DNS lookup of the host, which can stall start-up."""
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        """Serve one connection, remembering its socket while it is open."""
-        with self._connections_lock:
-            self._connections.add(request)
-        try:
-            super().finish_request(request, client_address)
-        finally:
-            with self._connections_lock:
-                self._connections.discard(request)
-
-    def close_connections(self) -> None:
-        """Shut down every open keep-alive connection so its handler thread ends."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                logger.debug("connection already closed")
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Log a failed connection; a client that hangs up is not worth a traceback."""
-        logger.warning("error while serving %s", client_address, exc_info=True)
+        super().__init__((config.host, config.port), _RequestHandler, config.idle_timeout_seconds)
 
 
-class _RequestHandler(BaseHTTPRequestHandler):
+class _RequestHandler(FastRequestHandler):
     """Routes KVS operations to the backend and ``/_emulator/`` paths to the admin endpoints."""
 
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
     server: _EmulatorHTTPServer
-
-    def setup(self) -> None:
-        """Apply the idle timeout so a forgotten keep-alive connection does not pin a thread."""
-        super().setup()
-        self.connection.settimeout(self.server.idle_timeout)
-
-    def handle(self) -> None:
-        """Serve requests until the client closes; a reset connection is normal, not an error."""
-        try:
-            super().handle()
-        except _CONNECTION_ERRORS:
-            logger.debug("client %s went away", self.client_address)
 
     def do_GET(self) -> None:
         """Serve a GET request."""
@@ -230,25 +176,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
         return {"status": "reset"}
 
     def _send(self, response: ApiResponse) -> None:
-        """Write status line, headers and body with a single send."""
+        """Write the response as JSON, with the AWS request id and error type headers."""
         payload = json.dumps(response.body, separators=(",", ":")).encode()
-        try:
-            reason = HTTPStatus(response.status).phrase
-        except ValueError:
-            reason = "Error"
-        lines = [
-            f"HTTP/1.1 {response.status} {reason}",
-            "Content-Type: application/json",
-            f"Content-Length: {len(payload)}",
-            f"x-amzn-RequestId: {uuid.uuid4()}",
-        ]
+        headers = [("Content-Type", "application/json"), ("x-amzn-RequestId", str(uuid.uuid4()))]
         if response.error_code:
-            lines.append(f"x-amzn-ErrorType: {response.error_code}")
-        lines.extend(f"{name}: {value}" for name, value in response.headers)
-        if self.close_connection:
-            lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.wfile.write(head if self.command == "HEAD" else head + payload)
+            headers.append(("x-amzn-ErrorType", response.error_code))
+        headers.extend(response.headers)
+        self.send_all(response.status, headers, payload)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Answer protocol-level errors (bad request line, unknown method) in JSON too."""
@@ -256,10 +190,6 @@ class _RequestHandler(BaseHTTPRequestHandler):
         status = HTTPStatus(code)
         error_code = "InvalidArgumentException" if status < 500 else "UnknownOperationException"
         self._send(_error(error_code, status, message or status.phrase))
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Send the stdlib's access log to ``logging`` at debug level instead of stderr."""
-        logger.debug("%s " + format, self.address_string(), *args)
 
 
 def _error(code: str, status: int, message: str) -> ApiResponse:
