@@ -9,13 +9,15 @@ export PYTHONDONTWRITEBYTECODE := 1
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .make
+CDK := npx --no-install cdk
+CDK_ARGS ?=
 
 # Python 3.12 (Nova Sonic needs it): pyenv's copy when there is one, else a plain python3.12.
 PYTHON312 ?= $(shell for p in "$$(pyenv root 2>/dev/null)"/versions/3.12.*/bin/python3.12; do [ -x "$$p" ] && c="$$p"; done; \
 	[ -n "$$c" ] && echo "$$c" || command -v python3.12)
 
 # Debian packages the local mode and the tests need: command -> package.
-SYSTEM_PACKAGES := turnserver:coturn
+SYSTEM_PACKAGES := turnserver:coturn espeak-ng:espeak-ng
 
 .PHONY: help
 help: ## List the targets
@@ -24,7 +26,7 @@ help: ## List the targets
 $(STAMPS):
 	@mkdir -p $@
 
-$(STAMPS)/venv: requirements.txt requirements-dev.txt | $(STAMPS)
+$(STAMPS)/venv: requirements.txt requirements-dev.txt agent/requirements.txt | $(STAMPS)
 	@if [ -z "$(PYTHON312)" ]; then echo "error: Python 3.12 not found (install it with pyenv or your package manager)" >&2; exit 1; fi
 	@[ -x $(PY) ] || $(PYTHON312) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -36,7 +38,7 @@ $(STAMPS)/node: package.json package-lock.json | $(STAMPS)
 	@touch $@
 
 .PHONY: system-deps
-system-deps: ## Install the Debian packages local mode needs (coturn) when missing
+system-deps: ## Install the Debian packages local mode needs (coturn, espeak-ng) when missing
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
@@ -53,9 +55,34 @@ lint: $(STAMPS)/venv ## ruff and mypy
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
+.PHONY: openapi
+openapi: $(STAMPS)/venv ## Regenerate docs/openapi.json from the broker API's code
+	$(PY) -m broker.api.openapi --write
+
 .PHONY: test
-test: setup lint ## Lint, then run every test
+test: setup lint cfn-lint ## Lint, synth + cfn-lint, check the OpenAPI document, then run every test
+	$(PY) -m broker.api.openapi --check
 	$(PY) -m pytest
+
+.PHONY: synth
+synth: $(STAMPS)/venv $(STAMPS)/node ## Synthesize the stack into cdk.out (offline, no AWS credentials; cdk-nag runs)
+	$(CDK) synth --quiet $(CDK_ARGS)
+
+.PHONY: cfn-lint
+cfn-lint: synth ## Lint the synthesized templates with cfn-lint
+	$(VENV)/bin/cfn-lint cdk.out/*.template.json
+
+.PHONY: diff
+diff: $(STAMPS)/venv $(STAMPS)/node ## Compare the stack with the deployed one (needs AWS credentials)
+	$(CDK) diff $(CDK_ARGS)
+
+.PHONY: deploy
+deploy: $(STAMPS)/venv $(STAMPS)/node ## Deploy (AWS credentials, cdk bootstrap, docker buildx for linux/arm64)
+	$(CDK) deploy $(CDK_ARGS)
+
+.PHONY: destroy
+destroy: $(STAMPS)/venv $(STAMPS)/node ## Delete the stack (asks for confirmation)
+	$(CDK) destroy $(CDK_ARGS)
 
 .PHONY: local
 local: $(STAMPS)/venv system-deps ## Run the local system on 127.0.0.1 (no AWS account needed)
@@ -64,6 +91,7 @@ local: $(STAMPS)/venv system-deps ## Run the local system on 127.0.0.1 (no AWS a
 .PHONY: bench
 bench: $(STAMPS)/venv ## Run the benchmarks (JSON on stdout)
 	$(PY) -m bench.broker --json
+	$(PY) -m bench.api --json
 
 .PHONY: clean
 clean: ## Remove generated files (venv, node_modules, cdk.out, caches)

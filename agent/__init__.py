@@ -1,0 +1,9 @@
+"""Pipecat voice agent for Amazon Bedrock AgentCore Runtime.
+
+The agent answers WebRTC offers that arrive as AgentCore invocations, takes its own TURN credentials
+from the broker's pool of KVS signaling channels, and runs one voice pipeline per call:
+``nova-sonic`` (speech to speech), ``cascade`` (Transcribe, Bedrock, Polly) or ``local`` (offline).
+Run it with ``python -m agent``; see :mod:`agent.config` for the environment variables.
+
+This module imports nothing heavy, so tooling can read the package without Pipecat installed.
+"""

@@ -1,0 +1,50 @@
+"""``python -m agent``: serve the voice agent on ``AGENT_HOST:AGENT_PORT`` (127.0.0.1:8080)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from loguru import logger as loguru_logger
+
+from agent.config import AgentConfig
+from agent.exceptions import ConfigurationError
+
+
+def configure_logging(level: str) -> None:
+    """Send the agent's logs and Pipecat's to stderr.
+
+    Pipecat logs SDP, ICE candidates and request bodies at DEBUG, so its level never goes below INFO;
+    aiortc and aioice log every connectivity check, so they speak only of problems.
+    """
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("aioice", "aiortc"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    loguru_logger.remove()
+    pipecat_level = level if logging.getLevelName(level) >= logging.INFO else "INFO"
+    loguru_logger.add(sys.stderr, level=pipecat_level)
+
+
+def main() -> int:
+    """Read the configuration, check the pipeline by building it once, then serve until stopped."""
+    try:
+        config = AgentConfig.from_env()
+        configure_logging(config.log_level)
+        from agent.ice import gather_loopback_host_candidates_only  # noqa: PLC0415
+        from agent.server import create_app  # noqa: PLC0415 - import Pipecat only once config is valid
+
+        if config.ice_host_candidates == "loopback":
+            gather_loopback_host_candidates_only()
+        app = create_app(config)
+    except ConfigurationError as exc:
+        print(f"agent: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.getLogger(__name__).info(
+        "serving the %s pipeline on http://%s:%d", config.pipeline, config.host, config.port
+    )
+    app.run(port=config.port, host=config.host)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""The calls of this process: answering offers, routing trickled candidates, running each call.
+
+A call begins when an offer without ``pc_id`` is answered and ends when its runner returns (the peer
+left, never connected, or the pipeline ended); its peer connection is then closed and forgotten, so
+later candidates for it are refused as ``unknown_pc_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiortc import RTCIceCandidate
+from aiortc.sdp import candidate_from_sdp
+from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+
+from agent.exceptions import PayloadError
+from agent.ice import IceServerProvider
+from agent.payloads import CandidatesRequest, OfferRequest
+
+logger = logging.getLogger(__name__)
+
+CallRunner = Callable[[SmallWebRTCConnection], Awaitable[Any]]
+CallHook = Callable[[str], None]
+
+
+class PeerConnection(Protocol):
+    """The part of ``SmallWebRTCConnection`` the agent drives (Pipecat leaves it unannotated)."""
+
+    @property
+    def pc_id(self) -> str:
+        """The connection's id, sent to the peer in the answer."""
+
+    async def initialize(self, sdp: str, type: str) -> None:
+        """Apply an offer and create the answer."""
+
+    async def renegotiate(self, sdp: str, type: str, restart_pc: bool = False) -> None:
+        """Apply a new offer to the live connection."""
+
+    def get_answer(self) -> dict[str, str] | None:
+        """The answer: ``{"sdp", "type", "pc_id"}``."""
+
+    async def add_ice_candidate(self, candidate: RTCIceCandidate | None) -> None:
+        """Add a remote candidate, or ``None`` for end-of-candidates."""
+
+    async def disconnect(self) -> None:
+        """Tell the peer and close."""
+
+
+@dataclass
+class Call:
+    """One peer connection and the task running its pipeline."""
+
+    pc_id: str
+    connection: SmallWebRTCConnection
+
+    @property
+    def peer(self) -> PeerConnection:
+        """The connection, typed."""
+        peer: PeerConnection = self.connection
+        return peer
+
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+async def _close(connection: PeerConnection) -> None:
+    with contextlib.suppress(Exception):
+        await connection.disconnect()
+
+
+def _parse_candidate(line: str, sdp_mid: str | None, sdp_mline_index: int | None) -> RTCIceCandidate:
+    # Browsers send the attribute form "candidate:<foundation> ..."; aiortc wants the value only.
+    value = line.removeprefix("a=").removeprefix("candidate:")
+    try:
+        candidate = candidate_from_sdp(value)
+    except (AssertionError, ValueError, IndexError) as exc:
+        raise PayloadError("invalid_candidate", "a candidate is not an ICE candidate line") from exc
+    candidate.sdpMid = sdp_mid
+    candidate.sdpMLineIndex = sdp_mline_index
+    return candidate
+
+
+class CallManager:
+    """Answers offers with SmallWebRTC peer connections and runs one pipeline per call.
+
+    Every new connection gets its own ICE servers from the provider, so each call's TURN
+    credentials are fresh and drawn from the pool like everyone else's.
+
+    Args:
+        ice_servers: Source of ICE servers for each new connection.
+        on_start: Called with the ``pc_id`` as a call begins, before its answer is returned.
+        on_end: Called with the ``pc_id`` once a call has ended.
+    """
+
+    def __init__(
+        self,
+        *,
+        ice_servers: IceServerProvider,
+        on_start: CallHook | None = None,
+        on_end: CallHook | None = None,
+    ) -> None:
+        self._ice_servers = ice_servers
+        self._on_start = on_start
+        self._on_end = on_end
+        self._calls: dict[str, Call] = {}
+
+    async def answer(self, offer: OfferRequest, *, run_call: CallRunner | None = None) -> dict[str, str]:
+        """Answer an offer: a new call, or a renegotiation of the call named by ``pc_id``.
+
+        Args:
+            offer: The peer's offer.
+            run_call: Runs a new call's pipeline on its connection until the call ends (required
+                unless renegotiating).
+
+        Returns:
+            ``{"sdp", "type", "pc_id"}``, with the agent's ICE candidates inside the SDP.
+
+        Raises:
+            PayloadError: ``unknown_pc_id`` or ``invalid_sdp``.
+            IceServersUnavailableError: No ICE servers could be had for a new call.
+        """
+        if offer.pc_id is not None:
+            return await self._renegotiate(offer)
+        if run_call is None:
+            raise ValueError("a new call needs run_call")
+        servers = await self._ice_servers()
+        connection = SmallWebRTCConnection(ice_servers=servers)
+        peer: PeerConnection = connection
+        try:
+            await peer.initialize(sdp=offer.sdp, type=offer.type)
+            answer = peer.get_answer()
+            if answer is None:
+                raise ValueError("no local description")
+        except Exception as exc:
+            await _close(peer)
+            raise PayloadError("invalid_sdp", f"the offer could not be answered ({type(exc).__name__})") from exc
+        call = Call(pc_id=answer["pc_id"], connection=connection)
+        self._calls[call.pc_id] = call
+        if self._on_start is not None:
+            self._on_start(call.pc_id)
+        call.task = asyncio.create_task(self._run(call, run_call), name=f"call-{call.pc_id}")
+        logger.info("answered call %s with %d ICE servers", call.pc_id, len(servers))
+        return dict(answer)
+
+    async def _renegotiate(self, offer: OfferRequest) -> dict[str, str]:
+        call = self._call(offer.pc_id)
+        try:
+            await call.peer.renegotiate(sdp=offer.sdp, type=offer.type, restart_pc=offer.restart_pc)
+            answer = call.peer.get_answer()
+            if answer is None:
+                raise ValueError("no local description")
+        except Exception as exc:
+            raise PayloadError("invalid_sdp", f"the offer could not be renegotiated ({type(exc).__name__})") from exc
+        logger.info("renegotiated call %s (restart=%s)", call.pc_id, offer.restart_pc)
+        return dict(answer)
+
+    def _call(self, pc_id: str | None) -> Call:
+        call = self._calls.get(pc_id or "")
+        if call is None:
+            raise PayloadError("unknown_pc_id", "no active call has this pc_id")
+        return call
+
+    async def add_candidates(self, request: CandidatesRequest) -> int:
+        """Give a call the ICE candidates its peer trickled.
+
+        Returns:
+            How many candidates (end-of-candidates markers included) were added.
+
+        Raises:
+            PayloadError: ``unknown_pc_id`` or ``invalid_candidate`` (then none is added).
+        """
+        call = self._call(request.pc_id)
+        parsed = [
+            _parse_candidate(item.candidate, item.sdp_mid, item.sdp_mline_index) if item.candidate else None
+            for item in request.candidates
+        ]
+        for candidate in parsed:
+            try:
+                await call.peer.add_ice_candidate(candidate)
+            except ValueError as exc:
+                raise PayloadError("invalid_candidate", f"a candidate was refused ({exc})") from exc
+        return len(parsed)
+
+    async def _run(self, call: Call, run_call: CallRunner) -> None:
+        try:
+            await run_call(call.connection)
+        except Exception:
+            logger.exception("call %s failed", call.pc_id)
+        finally:
+            self._calls.pop(call.pc_id, None)
+            await _close(call.peer)
+            if self._on_end is not None:
+                self._on_end(call.pc_id)
+            logger.info("call %s over; %d calls active", call.pc_id, len(self._calls))
