@@ -13,43 +13,12 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from cachetools import TTLCache
 
+from broker import redaction
 from broker.exceptions import KvsError
 
 logger = logging.getLogger(__name__)
+redaction.install()
 
-
-class _RedactTurnCredentials(logging.Filter):
-    """Redact botocore's DEBUG dump of response bodies: a ``GetIceServerConfig`` body holds passwords."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if (
-            record.levelno <= logging.DEBUG
-            and record.args
-            and any(isinstance(arg, bytes | str) and b"Password" in _as_bytes(arg) for arg in _args(record))
-        ):
-            record.msg = "Response body: [redacted by the TURN broker: it holds TURN credentials]"
-            record.args = ()
-        return True
-
-
-def _args(record: logging.LogRecord) -> tuple[object, ...]:
-    args = record.args
-    if isinstance(args, tuple):
-        return args
-    return tuple(args.values()) if isinstance(args, dict) else (args,)
-
-
-def _as_bytes(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode("utf-8", "replace")
-
-
-def _install_redaction() -> None:
-    parsers = logging.getLogger("botocore.parsers")
-    if not any(isinstance(f, _RedactTurnCredentials) for f in parsers.filters):
-        parsers.addFilter(_RedactTurnCredentials())
-
-
-_install_redaction()
 
 THROTTLED = "ClientLimitExceededException"
 # Errors after which another channel may well succeed, and after which the cached endpoint is

@@ -7,13 +7,16 @@ with the same secret, so credentials handed out by the broker really allocate re
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,6 +30,12 @@ logger = logging.getLogger(__name__)
 _STUN_MAGIC_COOKIE = 0x2112A442
 _STUN_BINDING_REQUEST = 0x0001
 _STUN_BINDING_SUCCESS = 0x0101
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the parent dies, even by SIGKILL (Linux only)."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -175,7 +184,11 @@ class Coturn:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / "coturn.log"
         self._process = subprocess.Popen(  # noqa: S603 (fixed program, our own arguments)
-            self.command(workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            self.command(workdir),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            # A killed parent must not leave a TURN server behind holding its ports.
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,8 +60,12 @@ def local_stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[st
         yield process, env, turn_port
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+            process.send_signal(signal.SIGINT)  # as a person's Ctrl-C: it stops coturn too
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
 
 
 async def allocate(port: int, username: str, password: str, transport: str) -> tuple[str, int]:
@@ -106,6 +111,22 @@ def test_broker_credentials_allocate_relays_at_coturn(
     assert "stopped" in out
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", turn_port))  # coturn is gone: its port is free again
+
+
+def test_coturn_does_not_outlive_a_killed_local_stack(
+    local_stack: tuple[subprocess.Popen[str], dict[str, str], int],
+) -> None:
+    process, _, turn_port = local_stack
+    process.kill()  # SIGKILL: no chance to clean up
+    process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            ensure_port_free("127.0.0.1", turn_port, "test")
+            break
+        except LocalStackError:
+            assert time.monotonic() < deadline, "coturn outlived the local stack"
+            time.sleep(0.1)
 
 
 def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:

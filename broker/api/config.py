@@ -1,0 +1,107 @@
+"""Build the broker API's service from environment variables (shared by the Lambda and local adapters)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import boto3
+
+from broker.api.agents import AgentCoreInvoker, AgentInvoker, HttpAgentInvoker
+from broker.api.service import ApiSettings, BrokerService, MetricsSink
+from broker.api.sessions import MIN_KEY_BYTES, SessionIssuer
+from broker.config import BrokerConfig
+from broker.core import IceBroker
+from broker.exceptions import ConfigurationError
+from broker.kvs import KvsSignaling
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be > 0, got {raw!r}")
+    return value
+
+
+def session_key(env: Mapping[str, str], *, secrets_client: Any | None = None) -> bytes:
+    """Return the session signing key: ``SESSION_SIGNING_KEY``, or the Secrets Manager secret it names.
+
+    Raises:
+        ConfigurationError: Neither is set, or the key is shorter than 32 bytes.
+    """
+    key = env.get("SESSION_SIGNING_KEY", "")
+    secret_arn = env.get("SESSION_SIGNING_KEY_SECRET_ARN", "")
+    if not key and secret_arn:
+        if secrets_client is None:
+            import boto3  # noqa: PLC0415 (only deployed brokers read Secrets Manager)
+
+            secrets_client = boto3.session.Session().client("secretsmanager")
+        key = secrets_client.get_secret_value(SecretId=secret_arn)["SecretString"]
+    if not key:
+        raise ConfigurationError(
+            "set SESSION_SIGNING_KEY_SECRET_ARN (the stack does) or SESSION_SIGNING_KEY (local runs) "
+            "so that session ids can be bound to their caller"
+        )
+    if len(key.encode()) < MIN_KEY_BYTES:
+        raise ConfigurationError(f"the session signing key must be at least {MIN_KEY_BYTES} bytes")
+    return key.encode()
+
+
+def agent_invoker(env: Mapping[str, str], *, session: boto3.session.Session | None = None) -> AgentInvoker:
+    """Return the agent invoker ``AGENT_INVOKER`` names (``agentcore`` or ``local``).
+
+    Raises:
+        ConfigurationError: A required variable is missing or the name is unknown.
+    """
+    kind = env.get("AGENT_INVOKER", "agentcore").strip()
+    timeout = _number(env, "AGENT_ANSWER_TIMEOUT_SECONDS", ApiSettings.answer_timeout_seconds)
+    if kind == "agentcore":
+        arn = env.get("AGENT_RUNTIME_ARN", "").strip()
+        if not arn.startswith("arn:"):
+            raise ConfigurationError("AGENT_RUNTIME_ARN must be the agent runtime's ARN (a stack output)")
+        return AgentCoreInvoker(
+            arn, qualifier=env.get("AGENT_RUNTIME_QUALIFIER") or None, read_timeout=timeout, session=session
+        )
+    if kind == "local":
+        try:
+            return HttpAgentInvoker(env.get("LOCAL_AGENT_URL", "http://127.0.0.1:8080"))
+        except ValueError as exc:
+            raise ConfigurationError(f"LOCAL_AGENT_URL: {exc}") from exc
+    raise ConfigurationError(f"AGENT_INVOKER must be 'agentcore' or 'local', got {kind!r}")
+
+
+def build_service(
+    env: Mapping[str, str],
+    *,
+    metrics: MetricsSink | None = None,
+    ice: IceBroker | None = None,
+    agent: AgentInvoker | None = None,
+) -> BrokerService:
+    """Build the service from environment variables; ``ice`` and ``agent`` override what they would build.
+
+    Raises:
+        ConfigurationError: A variable is missing or invalid; the message names it.
+    """
+    settings = ApiSettings(
+        answer_timeout_seconds=_number(env, "AGENT_ANSWER_TIMEOUT_SECONDS", ApiSettings.answer_timeout_seconds),
+        max_body_bytes=int(_number(env, "API_MAX_BODY_BYTES", ApiSettings.max_body_bytes)),
+    )
+    # One boto3 session for every client: each session loads botocore's data files again.
+    session = boto3.session.Session()
+    if ice is None:
+        config = BrokerConfig.from_env(env)
+        kvs = KvsSignaling(region=config.region, session=session, endpoint_cache_seconds=config.endpoint_cache_seconds)
+        ice = IceBroker(config, kvs=kvs)
+    return BrokerService(
+        ice=ice,
+        sessions=SessionIssuer(session_key(env)),
+        agent=agent or agent_invoker(env, session=session),
+        metrics=metrics,
+        settings=settings,
+    )

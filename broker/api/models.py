@@ -1,0 +1,119 @@
+"""Request and response bodies of the Pipecat client contract (the OpenAPI document comes from these)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+
+MAX_SDP_CHARS = 64 * 1024
+MAX_CANDIDATES = 64
+MAX_CANDIDATE_CHARS = 1024
+MAX_PC_ID_CHARS = 128
+
+_SDP_REQUIRED_PREFIXES = ("o=", "s=", "t=")
+
+
+class _Model(BaseModel):
+    # Field names are the Pipecat client's (camelCase and snake_case mixed), not ours to choose.
+    # Unknown fields are ignored so that newer clients keep working; known ones are strictly typed.
+    model_config = ConfigDict(extra="ignore")
+
+
+class StartRequest(_Model):
+    """``POST /start``: what the Pipecat client sends to start a session."""
+
+    transport: Literal["webrtc", "smallwebrtc"] | None = Field(
+        default=None, description="Transport the client will use; only WebRTC is served."
+    )
+    enableDefaultIceServers: StrictBool | None = Field(
+        default=None, description="Accepted for compatibility: TURN servers from the KVS pool are always returned."
+    )
+    body: dict[str, Any] | None = Field(default=None, description="Application data for the agent (opaque).")
+
+
+class IceServerModel(_Model):
+    """One ``RTCIceServer``."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class IceConfig(_Model):
+    """ICE configuration for ``RTCPeerConnection``."""
+
+    iceServers: list[IceServerModel]
+
+
+class StartResponse(_Model):
+    """The new session and the TURN servers its browser should use."""
+
+    sessionId: str = Field(description="Opaque session id; also the AgentCore runtimeSessionId.")
+    iceConfig: IceConfig
+
+
+class OfferRequest(_Model):
+    """``POST /sessions/{sessionId}/api/offer``: an SDP offer from the browser."""
+
+    sdp: Annotated[StrictStr, Field(min_length=1, max_length=MAX_SDP_CHARS)]
+    type: Literal["offer"]
+    pc_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_PC_ID_CHARS)] | None = None
+    restart_pc: StrictBool | None = None
+    requestData: dict[str, Any] | None = None
+
+    @field_validator("sdp")
+    @classmethod
+    def _must_be_an_sdp_offer(cls, sdp: str) -> str:
+        lines = [line.strip() for line in sdp.splitlines() if line.strip()]
+        if not lines or lines[0] != "v=0":
+            raise ValueError("sdp must be a session description starting with 'v=0'")
+        missing = [prefix for prefix in _SDP_REQUIRED_PREFIXES if not any(line.startswith(prefix) for line in lines)]
+        if missing:
+            raise ValueError(f"sdp lacks the {', '.join(missing)} line(s) every session description has")
+        if not any(line.startswith("m=audio") or line.startswith("m=video") for line in lines):
+            raise ValueError("sdp offers no audio or video media section")
+        return sdp
+
+
+class AnswerResponse(_Model):
+    """The agent's SDP answer."""
+
+    sdp: str
+    type: Literal["answer"]
+    pc_id: str
+
+
+class IceCandidateModel(_Model):
+    """One trickled ICE candidate (the Pipecat client's field names)."""
+
+    candidate: Annotated[StrictStr, Field(max_length=MAX_CANDIDATE_CHARS)]
+    sdp_mid: Annotated[StrictStr, Field(max_length=64)] | None = None
+    sdp_mline_index: Annotated[StrictInt, Field(ge=0, le=1024)] | None = None
+
+
+class CandidatesRequest(_Model):
+    """``PATCH /sessions/{sessionId}/api/offer``: candidates the client gathered (batched every 200 ms)."""
+
+    pc_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_PC_ID_CHARS)]
+    candidates: Annotated[list[IceCandidateModel], Field(max_length=MAX_CANDIDATES)]
+
+
+class StatusResponse(_Model):
+    """Candidates accepted."""
+
+    status: Literal["success"]
+
+
+class ErrorDetail(_Model):
+    """What went wrong."""
+
+    code: str = Field(description="Stable machine-readable code, e.g. 'invalid_request', 'session_not_found'.")
+    message: str = Field(description="What is wrong, for people.")
+    details: list[dict[str, Any]] | None = Field(default=None, description="Field-level validation problems.")
+
+
+class ErrorResponse(_Model):
+    """Every error response has this body."""
+
+    error: ErrorDetail

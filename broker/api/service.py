@@ -1,0 +1,211 @@
+"""The broker API's behaviour, independent of how requests arrive (Lambda or local HTTP)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from broker.api.agents import AgentBusyError, AgentError, AgentInvoker, AgentTimeoutError, Event
+from broker.api.errors import (
+    ApiError,
+    BadGatewayError,
+    BadRequestError,
+    GatewayTimeoutError,
+    NotFoundError,
+    RetryLaterError,
+)
+from broker.api.models import (
+    AnswerResponse,
+    CandidatesRequest,
+    IceConfig,
+    IceServerModel,
+    OfferRequest,
+    StartRequest,
+    StartResponse,
+    StatusResponse,
+)
+from broker.api.sessions import SessionIssuer
+from broker.exceptions import BrokerError, PoolExhaustedError
+from broker.ice import IceServerSet
+from broker.telemetry import MetricName
+
+logger = logging.getLogger(__name__)
+
+Unit = Literal["Count", "Milliseconds"]
+
+
+class IceSource(Protocol):
+    """Where ICE servers come from (an :class:`broker.IceBroker`)."""
+
+    def get_ice_servers(self) -> IceServerSet:
+        """Return ICE servers for one peer."""
+        ...
+
+
+class MetricsSink(Protocol):
+    """Where per-request metrics go (Powertools EMF in Lambda, memory locally)."""
+
+    def add(self, name: str, value: float, unit: Unit) -> None:
+        """Record one data point."""
+        ...
+
+
+class InMemoryMetrics:
+    """Sums of every metric, for local mode and tests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.totals: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, name: str, value: float, unit: Unit) -> None:
+        """Add ``value`` to the metric's total."""
+        with self._lock:
+            self.totals[name] = self.totals.get(name, 0.0) + value
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Limits of the API.
+
+    Attributes:
+        answer_timeout_seconds: Longest wait for the agent's answer to an offer or candidates.
+        max_body_bytes: Largest request body accepted.
+    """
+
+    answer_timeout_seconds: float = 20.0
+    max_body_bytes: int = 128 * 1024
+
+
+# Agent error codes (see agent/payloads.py) and the HTTP errors they become.
+_AGENT_CLIENT_ERRORS = frozenset(
+    {"invalid_payload", "invalid_sdp", "invalid_candidate", "missing_data", "invalid_json", "payload_too_large"}
+)
+
+
+def _agent_error(data: object) -> ApiError:
+    """Map an ``error`` event from the agent to the API error the client should see."""
+    fields: dict[str, Any] = data if isinstance(data, dict) else {}
+    code = str(fields.get("code", "agent_error"))
+    message = str(fields.get("message", "the agent refused the request"))[:300]
+    if code in _AGENT_CLIENT_ERRORS:
+        return BadRequestError(f"the agent refused the request: {message}", code=code)
+    if code == "unknown_pc_id":
+        return NotFoundError("no active peer connection has this pc_id in this session", code=code)
+    if code == "ice_servers_unavailable":
+        retry_after = fields.get("retry_after")
+        seconds = float(retry_after) if isinstance(retry_after, int | float) else 1.0
+        return RetryLaterError("the agent could not get TURN credentials; retry shortly", retry_after=seconds)
+    return BadGatewayError(f"the agent failed ({code})", code="agent_failed")
+
+
+class BrokerService:
+    """``/start``, the offer and the candidates, for a caller identified by its JWT subject.
+
+    Args:
+        ice: ICE servers for the browser.
+        sessions: Mints and checks session ids.
+        agent: Reaches the session's agent.
+        metrics: Where per-request metrics go.
+        settings: Limits.
+        clock: Monotonic clock for latency metrics.
+    """
+
+    def __init__(
+        self,
+        *,
+        ice: IceSource,
+        sessions: SessionIssuer,
+        agent: AgentInvoker,
+        metrics: MetricsSink | None = None,
+        settings: ApiSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ice = ice
+        self.sessions = sessions
+        self.agent = agent
+        self.metrics: MetricsSink = metrics or InMemoryMetrics()
+        self.settings = settings or ApiSettings()
+        self._clock = clock
+
+    def start(self, subject: str, request: StartRequest) -> StartResponse:
+        """Start a session: a new session id and TURN credentials for the browser.
+
+        Raises:
+            RetryLaterError: The channel pool is exhausted (503 with ``Retry-After``).
+            BadGatewayError: KVS failed.
+        """
+        started = self._clock()
+        try:
+            ice = self.ice.get_ice_servers()
+        except PoolExhaustedError as exc:
+            self.metrics.add(MetricName.POOL_EXHAUSTED, 1, "Count")
+            logger.warning("TURN channel pool exhausted; retry after %.2f s", exc.retry_after)
+            raise RetryLaterError(
+                "all TURN credential channels are busy; retry shortly",
+                retry_after=exc.retry_after,
+                code="pool_exhausted",
+            ) from exc
+        except BrokerError as exc:
+            logger.error("TURN credentials unavailable: %s", exc)
+            raise BadGatewayError("TURN credentials are unavailable", code="turn_unavailable") from exc
+        self.metrics.add(MetricName.CREDENTIAL_LATENCY, (self._clock() - started) * 1000, "Milliseconds")
+        self.metrics.add(MetricName.KVS_CALLS, ice.kvs_calls, "Count")
+        self.metrics.add(MetricName.KVS_THROTTLES, ice.throttles, "Count")
+        self.metrics.add(MetricName.CACHE_HITS, 1 if ice.cache_hit else 0, "Count")
+        session_id = self.sessions.issue(subject)
+        logger.info("session started (%d ICE servers from %s)", len(ice.servers), ice.channel_arn)
+        return StartResponse(
+            sessionId=session_id,
+            iceConfig=IceConfig(iceServers=[IceServerModel(**server) for server in ice.to_dicts()]),
+        )
+
+    def _invoke(self, session_id: str, payload: dict[str, Any], wanted: str) -> Event:
+        """Send ``payload`` to the session's agent and return the first event of type ``wanted``."""
+        try:
+            for event in self.agent.invoke(session_id, payload, timeout=self.settings.answer_timeout_seconds):
+                if event.get("type") == wanted:
+                    return event
+                if event.get("type") == "error":
+                    raise _agent_error(event.get("data"))
+        except AgentTimeoutError as exc:
+            logger.warning("agent timed out: %s", exc)
+            raise GatewayTimeoutError("the agent did not answer in time") from exc
+        except AgentBusyError as exc:
+            logger.warning("agent runtime busy: %s", exc)
+            raise RetryLaterError("the agent runtime is busy; retry shortly", retry_after=2, code="agent_busy") from exc
+        except AgentError as exc:
+            logger.error("agent failed: %s", exc)
+            raise BadGatewayError("the agent could not be reached") from exc
+        raise BadGatewayError(f"the agent ended its answer without a '{wanted}' event")
+
+    def offer(self, subject: str, session_id: str, request: OfferRequest) -> AnswerResponse:
+        """Forward an SDP offer to the session's agent and return its answer.
+
+        Raises:
+            SessionNotFoundError: The session was not issued to this caller (404).
+            ApiError: The agent refused (4xx), failed (502), was busy (503) or too slow (504).
+        """
+        self.sessions.verify(subject, session_id)
+        event = self._invoke(session_id, {"type": "offer", "data": request.model_dump(mode="json")}, "answer")
+        data = event.get("data")
+        try:
+            return AnswerResponse.model_validate(data)
+        except ValueError as exc:
+            raise BadGatewayError("the agent's answer is not an SDP answer") from exc
+
+    def add_candidates(self, subject: str, session_id: str, request: CandidatesRequest) -> StatusResponse:
+        """Forward trickled ICE candidates to the session's agent.
+
+        Raises:
+            SessionNotFoundError: The session was not issued to this caller (404).
+            ApiError: The agent refused (4xx), failed (502), was busy (503) or too slow (504).
+        """
+        self.sessions.verify(subject, session_id)
+        self._invoke(session_id, {"type": "ice-candidates", "data": request.model_dump(mode="json")}, "ice-candidates")
+        return StatusResponse(status="success")

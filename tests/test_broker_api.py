@@ -1,0 +1,259 @@
+"""The broker API over HTTP (local adapter), with real boto3 against the KVS emulator and the real agent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from broker.api.agents import HttpAgentInvoker
+from broker.api.config import build_service
+from broker.api.models import MAX_CANDIDATES
+from broker.config import BrokerConfig
+from broker.core import IceBroker
+from broker.telemetry import MetricName
+from local.broker_api import LocalAuth, LocalBrokerApi, mint_token
+from local.kvs_emulator import EmulatorConfig, KvsEmulator
+from tests.api_support import Reply, agent_process, call, free_tcp_port
+from tests.conftest import DUMMY_AWS_ENV
+
+SECRET = "local-jwt-secret-for-tests-0123456789"
+SESSION_KEY = "session-signing-key-for-tests-0123456789"
+ALICE = mint_token(SECRET, "alice")
+BOB = mint_token(SECRET, "bob")
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[dict[str, str]]:
+    with pytest.MonkeyPatch.context() as patch, KvsEmulator(EmulatorConfig(port=0)) as kvs:
+        for name, value in DUMMY_AWS_ENV.items():
+            patch.setenv(name, value)
+        patch.setenv("AWS_ENDPOINT_URL_KINESIS_VIDEO", kvs.url)
+        arns = kvs.create_channels(3)
+        with agent_process() as agent_url:
+            yield {
+                **DUMMY_AWS_ENV,
+                "AWS_ENDPOINT_URL_KINESIS_VIDEO": kvs.url,
+                "TURN_CHANNEL_ARNS": ",".join(arns),
+                "AGENT_INVOKER": "local",
+                "LOCAL_AGENT_URL": agent_url,
+                "SESSION_SIGNING_KEY": SESSION_KEY,
+            }
+
+
+@pytest.fixture(scope="module")
+def api(env: dict[str, str]) -> Iterator[LocalBrokerApi]:
+    with LocalBrokerApi(build_service(env), auth=LocalAuth("hs256", SECRET)) as server:
+        yield server
+
+
+def start(api: LocalBrokerApi, token: str = ALICE) -> str:
+    reply = call(api.url, "POST", "/start", {"transport": "webrtc", "enableDefaultIceServers": False}, token=token)
+    assert reply.status == 200, reply.body
+    return str(reply.body["sessionId"])
+
+
+async def make_offer() -> tuple[RTCPeerConnection, str]:
+    peer = RTCPeerConnection()
+    peer.addTransceiver("audio", direction="sendrecv")
+    await peer.setLocalDescription(await peer.createOffer())
+    return peer, peer.localDescription.sdp
+
+
+def offer_body(sdp: str) -> dict[str, Any]:
+    return {"sdp": sdp, "type": "offer", "pc_id": None, "restart_pc": False, "requestData": {"k": "v"}}
+
+
+def test_start_returns_a_bound_session_and_turn_servers(api: LocalBrokerApi) -> None:
+    reply = call(api.url, "POST", "/start", {"transport": "webrtc"}, token=ALICE)
+    assert reply.status == 200
+    session_id = reply.body["sessionId"]
+    assert 33 <= len(session_id) <= 256 and re.fullmatch(r"[0-9a-f-]+", session_id)
+    servers = reply.body["iceConfig"]["iceServers"]
+    assert len(servers) == 2
+    assert all(s["urls"][0].startswith("turn:127.0.0.1:") and s["username"] and s["credential"] for s in servers)
+    assert call(api.url, "POST", "/start", None, token=ALICE).status == 200  # an empty body is a fresh start
+    assert start(api) != start(api)  # unguessable: never the same twice
+    metrics = api.service.metrics
+    assert metrics.totals[MetricName.KVS_CALLS] >= 1  # type: ignore[attr-defined]
+    assert MetricName.CREDENTIAL_LATENCY in metrics.totals  # type: ignore[attr-defined]
+
+
+def test_a_real_offer_is_answered_and_connects(api: LocalBrokerApi) -> None:
+    session_id = start(api)
+
+    async def scenario() -> None:
+        peer, sdp = await make_offer()
+        try:
+            reply = await asyncio.to_thread(
+                call, api.url, "POST", f"/sessions/{session_id}/api/offer", offer_body(sdp), token=ALICE
+            )
+            assert reply.status == 200, reply.body
+            assert reply.body["type"] == "answer" and reply.body["pc_id"]
+            assert reply.body["sdp"].startswith("v=0")
+            await peer.setRemoteDescription(RTCSessionDescription(reply.body["sdp"], "answer"))
+            for _ in range(100):
+                if peer.connectionState == "connected":
+                    break
+                await asyncio.sleep(0.1)
+            assert peer.connectionState == "connected"
+            pc_id = reply.body["pc_id"]
+            candidate = {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 9 typ host", "sdp_mid": "0"}
+            patch = await asyncio.to_thread(
+                call,
+                api.url,
+                "PATCH",
+                f"/sessions/{session_id}/api/offer",
+                {"pc_id": pc_id, "candidates": [{**candidate, "sdp_mline_index": 0}]},
+                token=ALICE,
+            )
+            assert (patch.status, patch.body) == (200, {"status": "success"})
+            unknown = await asyncio.to_thread(
+                call,
+                api.url,
+                "PATCH",
+                f"/sessions/{session_id}/api/offer",
+                {"pc_id": "no-such-pc", "candidates": []},
+                token=ALICE,
+            )
+            assert (unknown.status, unknown.error_code) == (404, "unknown_pc_id")
+        finally:
+            await peer.close()
+
+    asyncio.run(scenario())
+
+
+def test_sessions_are_bound_to_their_caller(api: LocalBrokerApi) -> None:
+    session_id = start(api, ALICE)
+    candidates = {"pc_id": "x", "candidates": []}
+    foreign = call(api.url, "PATCH", f"/sessions/{session_id}/api/offer", candidates, token=BOB)
+    assert (foreign.status, foreign.error_code) == (404, "session_not_found")
+    forged = session_id[:-1] + ("0" if session_id[-1] != "0" else "1")
+    assert call(api.url, "PATCH", f"/sessions/{forged}/api/offer", candidates, token=ALICE).status == 404
+    assert call(api.url, "PATCH", "/sessions/not-a-session/api/offer", candidates, token=ALICE).status == 404
+
+
+@pytest.mark.parametrize(
+    "token",
+    [None, "not-a-jwt", mint_token("another-secret-entirely-0123456789", "alice"), mint_token(SECRET, "a", now=0)],
+)
+def test_callers_without_a_valid_token_are_refused(api: LocalBrokerApi, token: str | None) -> None:
+    reply = call(api.url, "POST", "/start", {}, token=token)
+    assert (reply.status, reply.error_code) == (401, "unauthorized")
+    assert reply.headers.get("WWW-Authenticate") == "Bearer"
+
+
+def expect_error(reply: Reply, status: int, code: str | None = None) -> None:
+    assert reply.status == status, reply.body
+    assert isinstance(reply.body["error"]["message"], str) and reply.body["error"]["message"]
+    if code:
+        assert reply.error_code == code
+
+
+def test_bad_input_gets_a_json_4xx_saying_what_is_wrong(api: LocalBrokerApi) -> None:
+    session = start(api)
+    path = f"/sessions/{session}/api/offer"
+    expect_error(call(api.url, "POST", "/start", raw=b"{not json", token=ALICE), 400, "malformed_json")
+    expect_error(call(api.url, "POST", "/start", {"transport": 7}, token=ALICE), 422, "invalid_request")
+    expect_error(call(api.url, "POST", "/start", {"enableDefaultIceServers": "yes"}, token=ALICE), 422)
+    expect_error(call(api.url, "POST", "/start", raw=b"x" * 200_000, token=ALICE), 413, "payload_too_large")
+    expect_error(call(api.url, "POST", path, {"sdp": "hello", "type": "offer"}, token=ALICE), 422)
+    expect_error(
+        call(api.url, "POST", path, {"sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n", "type": "offer"}, token=ALICE), 422
+    )
+    expect_error(call(api.url, "POST", path, {"sdp": 42, "type": "offer"}, token=ALICE), 422)
+    expect_error(call(api.url, "POST", path, {"type": "offer"}, token=ALICE), 422)
+    reply = call(api.url, "POST", path, {"sdp": "v=0\r\ns=-\r\n", "type": "answer"}, token=ALICE)
+    expect_error(reply, 422, "invalid_request")
+    assert "type" in reply.body["error"]["message"]
+    many = [{"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host"}] * (MAX_CANDIDATES + 1)
+    expect_error(call(api.url, "PATCH", path, {"pc_id": "p", "candidates": many}, token=ALICE), 422)
+    expect_error(call(api.url, "PATCH", path, {"pc_id": "p", "candidates": "all"}, token=ALICE), 422)
+    expect_error(call(api.url, "POST", "/nowhere", {}, token=ALICE), 404, "not_found")
+    expect_error(call(api.url, "GET", "/start", token=ALICE), 404)
+    expect_error(call(api.url, "POST", "/start", raw=b"[1, 2]", token=ALICE), 422)
+
+
+def test_an_sdp_the_agent_cannot_use_is_a_400(api: LocalBrokerApi) -> None:
+    session = start(api)
+    # Well-formed enough for the API, but no ICE credentials or fingerprint: the agent refuses it.
+    sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+    reply = call(api.url, "POST", f"/sessions/{session}/api/offer", offer_body(sdp), token=ALICE)
+    assert reply.status == 400, reply.body
+    assert reply.error_code in ("invalid_sdp", "invalid_payload")
+
+
+def test_pool_exhausted_is_a_503_with_retry_after(env: dict[str, str]) -> None:
+    arns = tuple(env["TURN_CHANNEL_ARNS"].split(","))
+    ice = IceBroker(
+        BrokerConfig(channel_arns=arns, region="us-east-1", max_wait_seconds=0.05, throttle_cooldown_seconds=3)
+    )
+    service = build_service(env, ice=ice)
+    with LocalBrokerApi(service, auth=LocalAuth("hs256", SECRET)) as server:
+        emulator_url = env["AWS_ENDPOINT_URL_KINESIS_VIDEO"]
+        for _ in arns:  # every channel throttles once
+            call(emulator_url, "POST", "/_emulator/faults", {"operation": "GetIceServerConfig", "kind": "throttle"})
+        reply = call(server.url, "POST", "/start", {}, token=ALICE)
+    expect_error(reply, 503, "pool_exhausted")
+    assert 1 <= int(reply.headers["Retry-After"]) <= 3
+    assert service.metrics.totals[MetricName.POOL_EXHAUSTED] == 1  # type: ignore[attr-defined]
+
+
+def test_an_unreachable_agent_is_a_502(env: dict[str, str]) -> None:
+    service = build_service(env, agent=HttpAgentInvoker(f"http://127.0.0.1:{free_tcp_port()}"))
+    with LocalBrokerApi(service, auth=LocalAuth("hs256", SECRET)) as server:
+        session = start(server)
+
+        async def offer() -> Reply:
+            peer, sdp = await make_offer()
+            await peer.close()
+            return call(server.url, "POST", f"/sessions/{session}/api/offer", offer_body(sdp), token=ALICE)
+
+        expect_error(asyncio.run(offer()), 502, "agent_failed")
+
+
+def test_a_slow_agent_is_a_504(env: dict[str, str]) -> None:
+    service = build_service({**env, "AGENT_ANSWER_TIMEOUT_SECONDS": "0.002"})
+    with LocalBrokerApi(service, auth=LocalAuth("hs256", SECRET)) as server:
+        session = start(server)
+
+        async def offer() -> Reply:
+            peer, sdp = await make_offer()
+            await peer.close()
+            return call(server.url, "POST", f"/sessions/{session}/api/offer", offer_body(sdp), token=ALICE)
+
+        expect_error(asyncio.run(offer()), 504, "agent_timeout")
+
+
+def test_no_credential_sdp_or_token_is_logged(api: LocalBrokerApi, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    reply = call(api.url, "POST", "/start", {}, token=ALICE)
+    session = reply.body["sessionId"]
+    secrets = [s[key] for s in reply.body["iceConfig"]["iceServers"] for key in ("username", "credential")]
+
+    async def offer() -> tuple[str, Reply]:
+        peer, sdp = await make_offer()
+        try:
+            answer = await asyncio.to_thread(
+                call, api.url, "POST", f"/sessions/{session}/api/offer", offer_body(sdp), token=ALICE
+            )
+        finally:
+            await peer.close()
+        return sdp, answer
+
+    sdp, answer = asyncio.run(offer())
+    assert answer.status == 200
+    sdp_secrets = [
+        line.split(":", 1)[1] for line in sdp.splitlines() if line.startswith(("a=ice-pwd", "a=fingerprint"))
+    ]
+    # Everything the server side logged (the test's own aiortc peer is the browser, not the broker).
+    server_side = ("broker", "local", "aws_lambda_powertools", "botocore", "urllib3")
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.split(".")[0] in server_side)
+    assert "session started" in logged  # the run was logged...
+    for secret in [*secrets, *sdp_secrets, ALICE, ALICE.split(".")[2]]:
+        assert secret not in logged  # ...without a credential, SDP or token

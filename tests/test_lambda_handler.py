@@ -1,0 +1,180 @@
+"""The Lambda adapter: API Gateway HTTP API events in, with real boto3 for KVS and AgentCore.
+
+KVS is the emulator; AgentCore is a loopback shim in front of the real agent, reached by the real
+``bedrock-agentcore`` client. Everything the function prints (Powertools logs and EMF metrics) is
+captured, parsed and scanned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import io
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import redirect_stdout
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from broker.api.config import session_key
+from broker.exceptions import ConfigurationError
+from broker.telemetry import METRICS_NAMESPACE, SERVICE_NAME, MetricName
+from local.broker_api import http_api_event
+from local.kvs_emulator import EmulatorConfig, KvsEmulator
+from tests.agentcore_shim import AgentCoreShim
+from tests.api_support import agent_process
+from tests.conftest import DUMMY_AWS_ENV
+from tests.test_broker_api import make_offer, offer_body
+
+RUNTIME_ARN = "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/voice_agent-AbCdEf1234"
+SESSION_KEY = "lambda-session-signing-key-0123456789abcdef"
+
+
+@dataclass
+class LambdaContext:
+    function_name: str = "broker"
+    memory_limit_in_mb: int = 1024
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:broker"
+    aws_request_id: str = "request-1"
+
+
+@dataclass
+class Deployment:
+    module: ModuleType
+    shim: AgentCoreShim
+    stdout: io.StringIO  # what the function printed: its JSON logs and EMF metrics
+
+
+@pytest.fixture(scope="module")
+def deployment() -> Iterator[Deployment]:
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        KvsEmulator(EmulatorConfig(port=0)) as kvs,
+        agent_process() as agent_url,
+        AgentCoreShim(agent_url) as shim,
+    ):
+        for name, value in {
+            **DUMMY_AWS_ENV,
+            "AWS_ENDPOINT_URL_KINESIS_VIDEO": kvs.url,
+            "AWS_ENDPOINT_URL_BEDROCK_AGENTCORE": shim.url,
+            "TURN_CHANNEL_ARNS": ",".join(kvs.create_channels(2)),
+            "AGENT_INVOKER": "agentcore",
+            "AGENT_RUNTIME_ARN": RUNTIME_ARN,
+            "SESSION_SIGNING_KEY": SESSION_KEY,
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "AWS_LAMBDA_FUNCTION_NAME": "broker",
+        }.items():
+            patch.setenv(name, value)
+        sys.modules.pop("broker.lambda_handler", None)
+        stdout = io.StringIO()
+        with redirect_stdout(stdout):  # the Logger binds its stream at import, as in Lambda
+            module = importlib.import_module("broker.lambda_handler")
+        yield Deployment(module, shim, stdout)
+        sys.modules.pop("broker.lambda_handler", None)
+
+
+def invoke(deployment: Deployment, method: str, path: str, body: object, subject: str | None) -> dict[str, Any]:
+    claims = {"sub": subject} if subject else {}
+    event = http_api_event(
+        method, path, headers={"content-type": "application/json"}, body=json.dumps(body).encode(),
+        claims=claims, source_ip="198.51.100.7",
+    )  # fmt: skip
+    with redirect_stdout(deployment.stdout):
+        response: dict[str, Any] = deployment.module.handler(event, LambdaContext())
+    return response
+
+
+def emitted(out: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_start_offer_and_candidates_through_agentcore(deployment: Deployment) -> None:
+    module, shim = deployment, deployment.shim
+    started = invoke(module, "POST", "/start", {"transport": "webrtc"}, "user-1")
+    assert started["statusCode"] == 200
+    start = json.loads(started["body"])
+    session_id = start["sessionId"]
+    credentials = [s[k] for s in start["iceConfig"]["iceServers"] for k in ("username", "credential")]
+
+    async def offer() -> tuple[str, dict[str, Any]]:
+        peer, sdp = await make_offer()
+        try:
+            reply = await asyncio.to_thread(
+                invoke, module, "POST", f"/sessions/{session_id}/api/offer", offer_body(sdp), "user-1"
+            )
+        finally:
+            await peer.close()
+        return sdp, reply
+
+    sdp, answered = asyncio.run(offer())
+    assert answered["statusCode"] == 200, answered["body"]
+    answer = json.loads(answered["body"])
+    assert answer["type"] == "answer" and answer["sdp"].startswith("v=0")
+    assert shim.seen[-1] == (RUNTIME_ARN, session_id)  # InvokeAgentRuntime(runtimeSessionId=the session)
+
+    patched = invoke(
+        module, "PATCH", f"/sessions/{session_id}/api/offer", {"pc_id": answer["pc_id"], "candidates": []}, "user-1"
+    )
+    assert (patched["statusCode"], json.loads(patched["body"])) == (200, {"status": "success"})
+    assert (
+        invoke(module, "PATCH", f"/sessions/{session_id}/api/offer", {"pc_id": "p", "candidates": []}, "user-2")[
+            "statusCode"
+        ]
+        == 404
+    )
+
+    out = deployment.stdout.getvalue()
+    records = emitted(out)
+    blobs = [r["_aws"] for r in records if "_aws" in r]
+    assert blobs, "no EMF metrics were printed"
+    names = {m["Name"] for blob in blobs for d in blob["CloudWatchMetrics"] for m in d["Metrics"]}
+    assert {MetricName.KVS_CALLS, MetricName.CREDENTIAL_LATENCY, MetricName.REQUEST_LATENCY} <= names
+    assert {d["Namespace"] for blob in blobs for d in blob["CloudWatchMetrics"]} == {METRICS_NAMESPACE}
+    assert all(r.get("service") == SERVICE_NAME for r in records if "_aws" in r)
+    assert any(
+        r.get("message") == "session started (2 ICE servers from %s)" or "session started" in str(r.get("message"))
+        for r in records
+    )
+    sdp_secrets = [
+        line.split(":", 1)[1] for line in sdp.splitlines() if line.startswith(("a=ice-pwd", "a=fingerprint"))
+    ]
+    for secret in [*credentials, *sdp_secrets]:
+        assert secret not in out
+
+
+def test_a_request_without_a_subject_is_refused(deployment: Deployment) -> None:
+    reply = invoke(deployment, "POST", "/start", {}, None)
+    assert reply["statusCode"] == 401
+    assert json.loads(reply["body"])["error"]["code"] == "unauthorized"
+
+
+def test_an_oversized_body_is_refused_before_parsing(deployment: Deployment) -> None:
+    reply = invoke(deployment, "POST", "/start", {"body": {"blob": "x" * 200_000}}, "user-1")
+    assert reply["statusCode"] == 413
+
+
+class FakeSecrets:
+    """Stands in for Secrets Manager (no AWS here): records what was asked."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+        self.asked: list[str] = []
+
+    def get_secret_value(self, SecretId: str) -> dict[str, str]:
+        self.asked.append(SecretId)
+        return {"SecretString": self.value}
+
+
+def test_the_session_key_comes_from_the_secret_the_stack_names() -> None:
+    secrets = FakeSecrets("k" * 64)
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:key-AbCdEf"
+    assert session_key({"SESSION_SIGNING_KEY_SECRET_ARN": arn}, secrets_client=secrets) == b"k" * 64
+    assert secrets.asked == [arn]
+    with pytest.raises(ConfigurationError, match="SESSION_SIGNING_KEY"):
+        session_key({})
+    with pytest.raises(ConfigurationError, match="32 bytes"):
+        session_key({"SESSION_SIGNING_KEY": "short"})
