@@ -1,0 +1,1 @@
+"""CDK constructs and the stack for Pipecat voice agents on AgentCore with KVS-managed TURN."""

@@ -1,0 +1,627 @@
+"""The synthesized templates: security, networking and limits, cdk-nag, cfn-lint and a snapshot.
+
+Each app is synthesized once per module (synth takes seconds) with cdk-nag attached, exactly as
+``app.py`` builds it: a finding that is not acknowledged fails the fixture and every test using it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import App, Environment, Stack, Validations
+from aws_cdk import aws_iam as iam
+from aws_cdk.assertions import Match, Template
+from cdk_nag import AwsSolutionsChecks
+from cfnlint.api import ManualArgs, lint_file
+from syrupy.assertion import SnapshotAssertion
+from syrupy.extensions.json import JSONSnapshotExtension
+
+from broker.sizing import channel_count
+from broker.telemetry import METRICS_NAMESPACE, SERVICE_DIMENSION, SERVICE_NAME, MetricName
+from stacks.builder import build_app
+from stacks.config import AppConfig
+from stacks.turn_pool import ICE_CREDENTIAL_ACTIONS, PoolTooLargeError, TurnChannelPool
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CDK_CONTEXT: dict[str, Any] = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+ASSET_HASH = re.compile(r"[0-9a-f]{64}")
+ROUTE_KEYS = {"POST /start", "POST /sessions/{sessionId}/api/offer", "PATCH /sessions/{sessionId}/api/offer"}
+
+ACCOUNT = "123456789012"
+REGION = "eu-west-1"
+EXTERNAL_IDP_CONTEXT = {
+    "agentPipeline": "cascade",
+    "bedrockModelId": "us.amazon.nova-lite-v1:0",
+    "channelCount": 12,
+    "turnCredentialReuse": "shared",
+    "natGateways": 2,
+    "jwtIssuerUrl": "https://login.example.com/tenant",
+    "jwtAudience": ["web-client", "mobile-client"],
+    "allowedOrigins": ["https://voice.example.com", "http://localhost:7860"],
+}
+
+
+@dataclass(frozen=True)
+class Synthesized:
+    """One synthesized app: its stack, template and cloud assembly directory."""
+
+    stack: Stack
+    template: Template
+    template_json: dict[str, Any]
+    outdir: Path
+
+
+def synthesize(
+    tmp_path_factory: pytest.TempPathFactory, env: Environment | None = None, **overrides: Any
+) -> Synthesized:
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    app = App(outdir=str(outdir), context={**CDK_CONTEXT, **overrides})
+    stack = build_app(app, env=env or Environment())
+    assembly = app.synth()  # cdk-nag runs here and raises on any unacknowledged finding
+    template_json = assembly.get_stack_by_name(stack.stack_name).template
+    return Synthesized(stack, Template.from_json(template_json), template_json, outdir)
+
+
+@pytest.fixture(scope="module")
+def default_app(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """cdk.json as it is: nova-sonic, a Cognito user pool, the pool sized from 10 sessions/s."""
+    return synthesize(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def external_idp_app(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """The other branches: cascade over an inference profile, an external IdP, an explicit pool size.
+
+    Deployed to a named account and region, as the CLI does with credentials: ARNs then carry
+    literal partitions and regions, which the cdk-nag acknowledgments must still match.
+    """
+    zones = {f"availability-zones:account={ACCOUNT}:region={REGION}": [f"{REGION}a", f"{REGION}b", f"{REGION}c"]}
+    return synthesize(
+        tmp_path_factory, env=Environment(account=ACCOUNT, region=REGION), **zones, **EXTERNAL_IDP_CONTEXT
+    )
+
+
+@pytest.fixture(scope="module", params=["default", "external_idp"])
+def any_app(request: pytest.FixtureRequest) -> Synthesized:
+    app: Synthesized = request.getfixturevalue(f"{request.param}_app")
+    return app
+
+
+def resources(synth: Synthesized, resource_type: str) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = synth.template.find_resources(resource_type)
+    return found
+
+
+def only(synth: Synthesized, resource_type: str) -> tuple[str, dict[str, Any]]:
+    found = resources(synth, resource_type)
+    assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
+    return next(iter(found.items()))
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def policy_statements(synth: Synthesized) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every IAM statement, from policies and from roles' inline policies, with its owner's logical id."""
+    for logical_id, policy in resources(synth, "AWS::IAM::Policy").items():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            yield logical_id, statement
+    for logical_id, role in resources(synth, "AWS::IAM::Role").items():
+        for inline in role["Properties"].get("Policies", []):
+            for statement in inline["PolicyDocument"]["Statement"]:
+                yield logical_id, statement
+
+
+def role_statements(synth: Synthesized, role_id: str) -> list[dict[str, Any]]:
+    """The statements of the policies attached to one role."""
+    statements = []
+    for policy in resources(synth, "AWS::IAM::Policy").values():
+        if {"Ref": role_id} in policy["Properties"]["Roles"]:
+            statements.extend(policy["Properties"]["PolicyDocument"]["Statement"])
+    return statements
+
+
+def channel_arn_refs(synth: Synthesized) -> list[dict[str, Any]]:
+    return [
+        {"Fn::GetAtt": [logical_id, "Arn"]} for logical_id in resources(synth, "AWS::KinesisVideo::SignalingChannel")
+    ]
+
+
+def runtime_id(synth: Synthesized) -> str:
+    return only(synth, "AWS::BedrockAgentCore::Runtime")[0]
+
+
+def runtime_role_id(synth: Synthesized) -> str:
+    role_arn = only(synth, "AWS::BedrockAgentCore::Runtime")[1]["Properties"]["RoleArn"]
+    role_id: str = role_arn["Fn::GetAtt"][0]
+    return role_id
+
+
+def function_role_id(synth: Synthesized) -> str:
+    role_id: str = only(synth, "AWS::Lambda::Function")[1]["Properties"]["Role"]["Fn::GetAtt"][0]
+    return role_id
+
+
+# --- TURN channel pool -------------------------------------------------------------------------
+
+
+def test_default_pool_is_sized_by_the_sizing_function(default_app: Synthesized) -> None:
+    expected = channel_count(
+        CDK_CONTEXT["peakSessionsPerSecond"],
+        calls_per_session=CDK_CONTEXT["callsPerSession"],
+        headroom=CDK_CONTEXT["channelHeadroom"],
+    )
+    default_app.template.resource_count_is("AWS::KinesisVideo::SignalingChannel", expected)
+
+
+def test_channel_count_override_wins(external_idp_app: Synthesized) -> None:
+    external_idp_app.template.resource_count_is(
+        "AWS::KinesisVideo::SignalingChannel", EXTERNAL_IDP_CONTEXT["channelCount"]
+    )
+
+
+def pool_template(tmp_path: Path, **overrides: Any) -> Template:
+    """Only the pool, in its own stack, from the same context parsing as the app (and with cdk-nag)."""
+    app = App(outdir=str(tmp_path), context={**CDK_CONTEXT, **overrides})
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    stack = Stack(app, "PoolOnly")
+    TurnChannelPool(stack, "TurnPool", settings=AppConfig.from_context(app.node.try_get_context).turn_pool)
+    return Template.from_stack(stack)
+
+
+@pytest.mark.parametrize(
+    ("peak", "calls", "headroom"),
+    [(0.5, 2, 0.25), (1, 2, 0.25), (7, 2, 0.25), (12.5, 2, 0.5), (15, 1, 0), (30, 1, 0.1)],
+)
+def test_pool_size_equals_the_sizing_function(tmp_path: Path, peak: float, calls: int, headroom: float) -> None:
+    template = pool_template(tmp_path, peakSessionsPerSecond=peak, callsPerSession=calls, channelHeadroom=headroom)
+    template.resource_count_is(
+        "AWS::KinesisVideo::SignalingChannel", channel_count(peak, calls_per_session=calls, headroom=headroom)
+    )
+
+
+def test_pool_override_ignores_the_peak(tmp_path: Path) -> None:
+    pool_template(tmp_path, peakSessionsPerSecond=1000, channelCount="3").resource_count_is(
+        "AWS::KinesisVideo::SignalingChannel", 3
+    )
+
+
+def test_pool_too_large_for_one_environment_variable_fails_with_advice(tmp_path: Path) -> None:
+    with pytest.raises(PoolTooLargeError, match="turnCredentialReuse=shared"):
+        pool_template(tmp_path, channelCount=40)
+
+
+def test_channels_are_single_master_with_stack_unique_names(default_app: Synthesized) -> None:
+    channels = resources(default_app, "AWS::KinesisVideo::SignalingChannel").values()
+    names = sorted(channel["Properties"]["Name"] for channel in channels)
+    assert names == [f"PipecatVoiceAgent-turn-{index:03d}" for index in range(len(names))]
+    assert {channel["Properties"]["Type"] for channel in channels} == {"SINGLE_MASTER"}
+
+
+def test_kvs_actions_are_granted_on_the_pool_arns_only(any_app: Synthesized) -> None:
+    pool_arns = sorted(map(json.dumps, channel_arn_refs(any_app)))
+    granted_roles = []
+    for policy in resources(any_app, "AWS::IAM::Policy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = as_list(statement["Action"])
+            if any(action.startswith("kinesisvideo:") for action in actions):
+                assert sorted(actions) == sorted(ICE_CREDENTIAL_ACTIONS)
+                assert statement["Effect"] == "Allow"
+                assert sorted(map(json.dumps, as_list(statement["Resource"]))) == pool_arns
+                granted_roles.extend(role["Ref"] for role in policy["Properties"]["Roles"])
+    assert not any(
+        action.startswith("kinesisvideo:")
+        for owner, statement in policy_statements(any_app)
+        if owner in resources(any_app, "AWS::IAM::Role")
+        for action in as_list(statement["Action"])
+    )
+    # The agent (its own credentials) and the broker (the browser's), and nobody else.
+    assert sorted(granted_roles) == sorted([runtime_role_id(any_app), function_role_id(any_app)])
+
+
+# --- IAM everywhere --------------------------------------------------------------------------
+
+
+def test_no_iam_statement_has_a_wildcard_action(any_app: Synthesized) -> None:
+    for owner, statement in policy_statements(any_app):
+        for action in as_list(statement.get("Action", [])):
+            assert action != "*" and not action.endswith(":*") and "*" not in action, (owner, action)
+        assert "NotAction" not in statement, owner
+
+
+def test_no_managed_policies_are_attached(any_app: Synthesized) -> None:
+    for logical_id, role in resources(any_app, "AWS::IAM::Role").items():
+        assert "ManagedPolicyArns" not in role["Properties"], logical_id
+
+
+# --- Network -----------------------------------------------------------------------------------
+
+
+def test_vpc_has_flow_logs_and_the_configured_nat_gateways(
+    default_app: Synthesized, external_idp_app: Synthesized
+) -> None:
+    default_app.template.resource_count_is("AWS::EC2::NatGateway", CDK_CONTEXT["natGateways"])
+    external_idp_app.template.resource_count_is("AWS::EC2::NatGateway", EXTERNAL_IDP_CONTEXT["natGateways"])
+    default_app.template.has_resource_properties(
+        "AWS::EC2::FlowLog", {"ResourceType": "VPC", "TrafficType": "ALL", "LogDestinationType": "cloud-watch-logs"}
+    )
+    subnets = resources(default_app, "AWS::EC2::Subnet").values()
+    assert len(subnets) == 4
+    assert len({json.dumps(subnet["Properties"]["AvailabilityZone"]) for subnet in subnets}) == 2
+
+
+def private_subnet_refs(synth: Synthesized) -> list[dict[str, str]]:
+    return [
+        {"Ref": logical_id}
+        for logical_id, subnet in resources(synth, "AWS::EC2::Subnet").items()
+        if {"Key": "aws-cdk:subnet-type", "Value": "Private"} in subnet["Properties"]["Tags"]
+    ]
+
+
+def runtime_security_group(synth: Synthesized) -> tuple[str, dict[str, Any]]:
+    network = only(synth, "AWS::BedrockAgentCore::Runtime")[1]["Properties"]["NetworkConfiguration"]
+    groups = network["NetworkModeConfig"]["SecurityGroups"]
+    assert len(groups) == 1
+    group_id = groups[0]["Fn::GetAtt"][0]
+    return group_id, resources(synth, "AWS::EC2::SecurityGroup")[group_id]
+
+
+def test_runtime_runs_in_vpc_mode_in_the_private_subnets(default_app: Synthesized) -> None:
+    private = private_subnet_refs(default_app)
+    assert len(private) == 2
+    default_app.template.has_resource_properties(
+        "AWS::BedrockAgentCore::Runtime",
+        {
+            "NetworkConfiguration": {
+                "NetworkMode": "VPC",
+                "NetworkModeConfig": {
+                    "Subnets": Match.array_equals(private),
+                    "SecurityGroups": [{"Fn::GetAtt": [Match.string_like_regexp("RuntimeSecurityGroup"), "GroupId"]}],
+                },
+            }
+        },
+    )
+
+
+def test_runtime_security_group_allows_only_tcp_and_udp_443_out(default_app: Synthesized) -> None:
+    group_id, group = runtime_security_group(default_app)
+    egress = group["Properties"]["SecurityGroupEgress"]
+    assert sorted((rule["IpProtocol"], rule["FromPort"], rule["ToPort"], rule["CidrIp"]) for rule in egress) == [
+        ("tcp", 443, 443, "0.0.0.0/0"),
+        ("udp", 443, 443, "0.0.0.0/0"),
+    ]
+    assert "SecurityGroupIngress" not in group["Properties"]
+    for kind in ("AWS::EC2::SecurityGroupIngress", "AWS::EC2::SecurityGroupEgress"):
+        for logical_id, rule in resources(default_app, kind).items():
+            assert {"Fn::GetAtt": [group_id, "GroupId"]} not in rule["Properties"].values(), logical_id
+
+
+# --- Agent runtime -----------------------------------------------------------------------------
+
+
+def test_runtime_environment_lifecycle_and_tracing(default_app: Synthesized) -> None:
+    default_app.template.has_resource_properties(
+        "AWS::BedrockAgentCore::Runtime",
+        {
+            "AgentRuntimeArtifact": {"ContainerConfiguration": {"ContainerUri": Match.any_value()}},
+            "EnvironmentVariables": {
+                "TURN_CHANNEL_ARNS": {"Fn::Join": [",", Match.array_equals(channel_arn_refs(default_app))]},
+                "TURN_CREDENTIAL_REUSE": "per-session",
+                "AWS_REGION": {"Ref": "AWS::Region"},
+                "AGENT_PIPELINE": "nova-sonic",
+                "AGENT_NOVA_SONIC_MODEL_ID": CDK_CONTEXT["novaSonicModelId"],
+                "AGENT_BEDROCK_MODEL_ID": CDK_CONTEXT["bedrockModelId"],
+            },
+            "LifecycleConfiguration": {
+                "IdleRuntimeSessionTimeout": CDK_CONTEXT["idleSessionTimeoutSeconds"],
+                "MaxLifetime": CDK_CONTEXT["maxSessionLifetimeSeconds"],
+            },
+        },
+    )
+    default_app.template.has_resource_properties("AWS::Logs::DeliveryDestination", {"DeliveryDestinationType": "XRAY"})
+
+
+def test_every_agent_variable_the_stack_sets_is_one_the_agent_reads(
+    default_app: Synthesized, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    agent_config = (REPO_ROOT / "agent" / "config.py").read_text()
+    cascade = synthesize(tmp_path_factory, agentPipeline="cascade")
+    for app in (default_app, cascade):
+        (runtime,) = resources(app, "AWS::BedrockAgentCore::Runtime").values()
+        names = [name for name in runtime["Properties"]["EnvironmentVariables"] if name.startswith("AGENT_")]
+        assert names
+        for name in names:
+            assert f'"{name}"' in agent_config, f"the agent never reads {name}"
+    (runtime,) = resources(cascade, "AWS::BedrockAgentCore::Runtime").values()
+    assert runtime["Properties"]["EnvironmentVariables"]["AGENT_VOICE"] == CDK_CONTEXT["pollyVoiceId"]
+    (runtime,) = resources(default_app, "AWS::BedrockAgentCore::Runtime").values()
+    assert "AGENT_VOICE" not in runtime["Properties"]["EnvironmentVariables"]
+
+
+def test_agent_image_is_arm64_built_from_the_repository_root(default_app: Synthesized) -> None:
+    manifest = json.loads((default_app.outdir / "PipecatVoiceAgent.assets.json").read_text())
+    (image,) = manifest["dockerImages"].values()
+    assert image["source"]["platform"] == "linux/arm64"
+    assert image["source"]["dockerFile"] == "agent/Dockerfile"
+    context = default_app.outdir / image["source"]["directory"]
+    # Only what agent/Dockerfile.dockerignore admits: the agent and the broker library.
+    assert sorted(path.name for path in context.iterdir()) == ["agent", "broker"]
+    assert not list(context.rglob("__pycache__"))
+
+
+def bedrock_statements(synth: Synthesized) -> list[dict[str, Any]]:
+    return [
+        statement
+        for statement in role_statements(synth, runtime_role_id(synth))
+        if any(action.startswith("bedrock:") for action in as_list(statement["Action"]))
+    ]
+
+
+def test_nova_sonic_runtime_may_invoke_only_the_nova_sonic_model(default_app: Synthesized) -> None:
+    (statement,) = bedrock_statements(default_app)
+    assert as_list(statement["Action"]) == ["bedrock:InvokeModel"]
+    resource = json.dumps(statement["Resource"])
+    assert f"::foundation-model/{CDK_CONTEXT['novaSonicModelId']}" in resource
+    assert not any(
+        action.startswith(("transcribe:", "polly:"))
+        for statement in role_statements(default_app, runtime_role_id(default_app))
+        for action in as_list(statement["Action"])
+    )
+
+
+def test_cascade_runtime_may_invoke_the_inference_profile_and_its_model(external_idp_app: Synthesized) -> None:
+    (statement,) = bedrock_statements(external_idp_app)
+    assert sorted(as_list(statement["Action"])) == ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]
+    resources_json = [json.dumps(resource) for resource in as_list(statement["Resource"])]
+    assert len(resources_json) == 2
+    assert any(":inference-profile/us.amazon.nova-lite-v1:0" in resource for resource in resources_json)
+    assert any(":bedrock:*::foundation-model/amazon.nova-lite-v1:0" in resource for resource in resources_json)
+    external_idp_app.template.has_resource_properties(
+        "AWS::BedrockAgentCore::Runtime",
+        {"EnvironmentVariables": Match.object_like({"AGENT_PIPELINE": "cascade", "TURN_CREDENTIAL_REUSE": "shared"})},
+    )
+
+
+def test_local_pipeline_gets_no_model_permissions(tmp_path_factory: pytest.TempPathFactory) -> None:
+    local = synthesize(tmp_path_factory, agentPipeline="local")
+    assert bedrock_statements(local) == []
+
+
+# --- Broker API ------------------------------------------------------------------------------
+
+
+def test_broker_lambda_is_arm64_python_with_its_environment(default_app: Synthesized) -> None:
+    default_app.template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Architectures": ["arm64"],
+            "Runtime": "python3.12",
+            "Handler": "broker.lambda_handler.handler",
+            "Environment": {
+                "Variables": {
+                    "TURN_CHANNEL_ARNS": {"Fn::Join": [",", Match.array_equals(channel_arn_refs(default_app))]},
+                    "TURN_CREDENTIAL_REUSE": "per-session",
+                    "AGENT_INVOKER": "agentcore",
+                    "AGENT_RUNTIME_ARN": {"Fn::GetAtt": [runtime_id(default_app), "AgentRuntimeArn"]},
+                    "ALLOWED_ORIGINS": ",".join(CDK_CONTEXT["allowedOrigins"]),
+                    "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+                    "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+                    "SESSION_SIGNING_KEY_SECRET_ARN": {"Ref": secret_id(default_app)},
+                }
+            },
+        },
+    )
+
+
+def secret_id(app: Synthesized) -> str:
+    return only(app, "AWS::SecretsManager::Secret")[0]
+
+
+def test_broker_reads_only_its_session_signing_key(default_app: Synthesized) -> None:
+    default_app.template.has_resource_properties(
+        "AWS::SecretsManager::Secret",
+        {"GenerateSecretString": {"PasswordLength": 64, "ExcludePunctuation": True}},
+    )
+    reads = [
+        statement
+        for statement in role_statements(default_app, function_role_id(default_app))
+        if any(action.startswith("secretsmanager:") for action in as_list(statement["Action"]))
+    ]
+    assert len(reads) == 1
+    assert as_list(reads[0]["Resource"]) == [{"Ref": secret_id(default_app)}]
+    assert set(as_list(reads[0]["Action"])) == {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
+
+
+def test_broker_bundle_holds_the_broker_package_and_its_dependencies(default_app: Synthesized) -> None:
+    code = only(default_app, "AWS::Lambda::Function")[1]["Properties"]["Code"]
+    bundle = default_app.outdir / f"asset.{code['S3Key'].removesuffix('.zip')}"
+    assert (bundle / "broker" / "__init__.py").is_file()
+    assert (bundle / "aws_lambda_powertools").is_dir()
+    assert (bundle / "cachetools").is_dir()
+    assert (bundle / "pydantic").is_dir() and (bundle / "aws_xray_sdk").is_dir()
+    assert list((bundle / "pydantic_core").glob("*aarch64*.so"))  # ARM64 wheels, not this machine's
+    assert (bundle / "broker" / "lambda_handler.py").is_file()
+    assert not (bundle / "broker" / "requirements-lambda.txt").exists()
+    # Bytecode ships compiled (unchecked-hash: no timestamps), so cold starts do not compile sources.
+    pyc = next((bundle / "broker" / "__pycache__").glob("lambda_handler.cpython-312.pyc"))
+    assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b01  # hash-based, unchecked
+    assert list((bundle / "pydantic" / "__pycache__").glob("*.cpython-312.pyc"))
+
+
+def test_broker_may_invoke_only_this_agent_runtime(default_app: Synthesized) -> None:
+    runtime = runtime_id(default_app)
+    invoke = [
+        statement
+        for statement in role_statements(default_app, function_role_id(default_app))
+        if any(action.startswith("bedrock-agentcore:") for action in as_list(statement["Action"]))
+    ]
+    assert len(invoke) == 1
+    assert as_list(invoke[0]["Action"]) == ["bedrock-agentcore:InvokeAgentRuntime"]
+    for resource in as_list(invoke[0]["Resource"]):
+        assert {"Fn::GetAtt": [runtime, "AgentRuntimeArn"]} in [resource, *resource.get("Fn::Join", [None, []])[1]]
+
+
+def test_every_route_requires_the_jwt_authorizer(any_app: Synthesized) -> None:
+    authorizer_id, _ = only(any_app, "AWS::ApiGatewayV2::Authorizer")
+    routes = resources(any_app, "AWS::ApiGatewayV2::Route").values()
+    assert {route["Properties"]["RouteKey"] for route in routes} == ROUTE_KEYS
+    for route in routes:
+        assert route["Properties"]["AuthorizationType"] == "JWT"
+        assert route["Properties"]["AuthorizerId"] == {"Ref": authorizer_id}
+
+
+def test_default_app_authorizes_cognito_tokens_of_its_own_client(default_app: Synthesized) -> None:
+    pool_id, _ = only(default_app, "AWS::Cognito::UserPool")
+    client_id, _ = only(default_app, "AWS::Cognito::UserPoolClient")
+    default_app.template.has_resource_properties(
+        "AWS::Cognito::UserPool", {"AdminCreateUserConfig": {"AllowAdminCreateUserOnly": True}}
+    )
+    default_app.template.has_resource_properties(
+        "AWS::ApiGatewayV2::Authorizer",
+        {
+            "AuthorizerType": "JWT",
+            "IdentitySource": ["$request.header.Authorization"],
+            "JwtConfiguration": {
+                "Audience": [{"Ref": client_id}],
+                "Issuer": {"Fn::Join": ["", Match.array_with([{"Ref": pool_id}])]},
+            },
+        },
+    )
+    outputs = default_app.template.find_outputs("*")
+    assert {"UserPoolId", "UserPoolClientId"} <= set(outputs)
+
+
+def test_external_identity_provider_replaces_cognito(external_idp_app: Synthesized) -> None:
+    external_idp_app.template.resource_count_is("AWS::Cognito::UserPool", 0)
+    external_idp_app.template.has_resource_properties(
+        "AWS::ApiGatewayV2::Authorizer",
+        {
+            "AuthorizerType": "JWT",
+            "JwtConfiguration": {
+                "Issuer": EXTERNAL_IDP_CONTEXT["jwtIssuerUrl"],
+                "Audience": EXTERNAL_IDP_CONTEXT["jwtAudience"],
+            },
+        },
+    )
+    assert "UserPoolId" not in external_idp_app.template.find_outputs("*")
+
+
+def test_cors_allows_only_the_configured_origins(external_idp_app: Synthesized) -> None:
+    external_idp_app.template.has_resource_properties(
+        "AWS::ApiGatewayV2::Api",
+        {
+            "ProtocolType": "HTTP",
+            "CorsConfiguration": {
+                "AllowOrigins": EXTERNAL_IDP_CONTEXT["allowedOrigins"],
+                "AllowMethods": Match.array_equals(["POST", "PATCH", "OPTIONS"]),
+                "AllowHeaders": Match.array_equals(["authorization", "content-type"]),
+            },
+        },
+    )
+
+
+def test_stage_is_throttled_and_access_logged(default_app: Synthesized) -> None:
+    default_app.template.has_resource_properties(
+        "AWS::ApiGatewayV2::Stage",
+        {
+            "StageName": "$default",
+            "AutoDeploy": True,
+            "DefaultRouteSettings": {
+                "ThrottlingRateLimit": CDK_CONTEXT["apiThrottleRateLimit"],
+                "ThrottlingBurstLimit": CDK_CONTEXT["apiThrottleBurstLimit"],
+            },
+            "AccessLogSettings": {
+                "DestinationArn": {"Fn::GetAtt": [Match.string_like_regexp("AccessLogs"), "Arn"]},
+                "Format": Match.string_like_regexp(r"\$context\.requestId"),
+            },
+        },
+    )
+
+
+# --- Observability and outputs ---------------------------------------------------------------
+
+
+def test_alarms_watch_the_metrics_the_broker_emits(default_app: Synthesized) -> None:
+    for metric, threshold in (
+        (MetricName.KVS_THROTTLES, 5),
+        (MetricName.POOL_EXHAUSTED, 1),
+        (MetricName.REQUEST_LATENCY, CDK_CONTEXT["latencyAlarmP99Ms"]),
+    ):
+        default_app.template.has_resource_properties(
+            "AWS::CloudWatch::Alarm",
+            {
+                "Namespace": METRICS_NAMESPACE,
+                "MetricName": metric,
+                "Dimensions": [{"Name": SERVICE_DIMENSION, "Value": SERVICE_NAME}],
+                "Threshold": threshold,
+            },
+        )
+    default_app.template.has_resource_properties(
+        "AWS::CloudWatch::Alarm", {"MetricName": "Errors", "Namespace": "AWS/Lambda"}
+    )
+    default_app.template.has_resource_properties(
+        "AWS::CloudWatch::Alarm", {"MetricName": MetricName.REQUEST_LATENCY, "ExtendedStatistic": "p99"}
+    )
+    default_app.template.resource_count_is("AWS::CloudWatch::Dashboard", 1)
+
+
+def test_outputs(default_app: Synthesized) -> None:
+    assert {"ApiUrl", "AgentRuntimeArn", "TurnChannelArns", "UserPoolId", "UserPoolClientId"} <= set(
+        default_app.template.find_outputs("*")
+    )
+
+
+# --- The checks themselves ---------------------------------------------------------------------
+
+
+def test_cdk_nag_fails_synth_on_an_unacknowledged_finding(tmp_path: Path) -> None:
+    app = App(outdir=str(tmp_path), context=CDK_CONTEXT)
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    stack = Stack(app, "Careless")
+    role = iam.Role(stack, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+    role.add_to_policy(iam.PolicyStatement(actions=["kinesisvideo:GetIceServerConfig"], resources=["*"]))
+    with pytest.raises(RuntimeError, match=r"AwsSolutions-IAM5\[Resource::\*\]"):
+        app.synth()
+
+
+def test_cfn_lint_finds_nothing(default_app: Synthesized, external_idp_app: Synthesized) -> None:
+    for synth, region in ((default_app, "us-east-1"), (external_idp_app, REGION)):
+        matches = lint_file(synth.outdir / "PipecatVoiceAgent.template.json", ManualArgs(regions=[region]))
+        assert [str(match) for match in matches] == []
+
+
+def test_bad_context_fails_cdk_synth_with_a_clear_message(tmp_path: Path) -> None:
+    # The CDK CLI hands context to app.py through CDK_CONTEXT_JSON; no AWS call is made.
+    env = {
+        **os.environ,
+        "CDK_CONTEXT_JSON": json.dumps({**CDK_CONTEXT, "peakSessionsPerSecond": "-3"}),
+        "CDK_OUTDIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "app.py"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.returncode != 0
+    assert "error: context key 'peakSessionsPerSecond' must be > 0, got -3" in result.stderr
+    assert "-c peakSessionsPerSecond=" in result.stderr
+
+
+# --- Snapshot ----------------------------------------------------------------------------------
+
+
+def mask_asset_hashes(*, data: Any, path: Any) -> Any:
+    """Asset hashes change with every edit of broker/ or agent/: the snapshot is about the rest."""
+    return ASSET_HASH.sub("<asset-hash>", data) if isinstance(data, str) else data
+
+
+def test_template_snapshot(default_app: Synthesized, snapshot: SnapshotAssertion) -> None:
+    assert default_app.template_json == snapshot(extension_class=JSONSnapshotExtension, matcher=mask_asset_hashes)
