@@ -78,7 +78,10 @@ def test_generated_requests_never_get_a_5xx_and_errors_are_json(
             case.path_parameters["sessionId"] = data.draw(st.sampled_from(sessions))
         response = case.call(base_url=base_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
         SENT[response.status_code] += 1
-        assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.text[:300]}"
+        assert response.status_code < 500, (
+            f"{case.method} {case.formatted_path} body={case.body!r:.500} headers={case.headers!r:.200} "
+            f"-> {response.status_code} {response.text[:300]}"
+        )
         body = response.json()  # every answer is JSON
         if response.status_code >= 400:
             assert set(body) == {"error"}
