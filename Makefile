@@ -85,8 +85,8 @@ destroy: $(STAMPS)/venv $(STAMPS)/node ## Delete the stack (asks for confirmatio
 	$(CDK) destroy $(CDK_ARGS)
 
 .PHONY: local
-local: $(STAMPS)/venv system-deps ## Run the local system on 127.0.0.1 (no AWS account needed)
-	$(PY) -m local
+local: $(STAMPS)/venv system-deps ## Run the whole system on 127.0.0.1, no AWS account (PORT=7860 by default)
+	$(PY) -m local $(if $(PORT),--port $(PORT))
 
 .PHONY: bench
 bench: $(STAMPS)/venv ## Run the benchmarks (JSON on stdout)

@@ -36,6 +36,10 @@ def main() -> int:
         if config.ice_host_candidates == "loopback":
             gather_loopback_host_candidates_only()
         app = create_app(config)
+        if config.pipeline == "local":
+            from agent.local_speech import shared_decoder  # noqa: PLC0415
+
+            shared_decoder()  # load the recognizer now, not while the first call connects
     except ConfigurationError as exc:
         print(f"agent: configuration error: {exc}", file=sys.stderr)
         return 2

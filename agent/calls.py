@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from aiortc import RTCIceCandidate
+from aiortc import RTCIceCandidate, RTCIceTransportPolicy
 from aiortc.sdp import candidate_from_sdp
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 
@@ -84,6 +84,26 @@ def _parse_candidate(line: str, sdp_mid: str | None, sdp_mline_index: int | None
     return candidate
 
 
+class _PolicyConnection(SmallWebRTCConnection):
+    """A ``SmallWebRTCConnection`` that can gather TURN relay candidates only.
+
+    Pipecat builds the peer connection's ``RTCConfiguration`` itself with no transport-policy knob.
+    aiortc reads that configuration only when gathering starts, so right after Pipecat builds the
+    peer connection the same configuration is swapped in with ``iceTransportPolicy=RELAY``.
+    """
+
+    def __init__(self, ice_servers: list[Any], *, relay_only: bool) -> None:
+        self._relay_only = relay_only  # _initialize() runs inside the base __init__ and reads it
+        super().__init__(ice_servers=ice_servers)
+
+    def _initialize(self) -> None:
+        super()._initialize()  # type: ignore[no-untyped-call]
+        if self._relay_only:
+            attribute = "_RTCPeerConnection__configuration"
+            configuration = getattr(self._pc, attribute)
+            setattr(self._pc, attribute, replace(configuration, iceTransportPolicy=RTCIceTransportPolicy.RELAY))
+
+
 class CallManager:
     """Answers offers with SmallWebRTC peer connections and runs one pipeline per call.
 
@@ -94,6 +114,7 @@ class CallManager:
         ice_servers: Source of ICE servers for each new connection.
         on_start: Called with the ``pc_id`` as a call begins, before its answer is returned.
         on_end: Called with the ``pc_id`` once a call has ended.
+        relay_only: Gather TURN relay candidates only, so all media goes through TURN.
     """
 
     def __init__(
@@ -102,8 +123,10 @@ class CallManager:
         ice_servers: IceServerProvider,
         on_start: CallHook | None = None,
         on_end: CallHook | None = None,
+        relay_only: bool = False,
     ) -> None:
         self._ice_servers = ice_servers
+        self._relay_only = relay_only
         self._on_start = on_start
         self._on_end = on_end
         self._calls: dict[str, Call] = {}
@@ -128,7 +151,7 @@ class CallManager:
         if run_call is None:
             raise ValueError("a new call needs run_call")
         servers = await self._ice_servers()
-        connection = SmallWebRTCConnection(ice_servers=servers)
+        connection = _PolicyConnection(servers, relay_only=self._relay_only)
         peer: PeerConnection = connection
         try:
             await peer.initialize(sdp=offer.sdp, type=offer.type)

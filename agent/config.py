@@ -22,6 +22,8 @@ Variable                            Meaning (default)
                                     candidates only, for loopback development)
 ``AGENT_ICE_HOST_CANDIDATES``       ``all`` interfaces (default) or ``loopback`` only (one-machine local
                                     mode: media stays on 127.0.0.1)
+``AGENT_ICE_TRANSPORT_POLICY``      ``all`` (default) or ``relay``: offer only TURN relay candidates, so
+                                    every byte of media goes through the TURN server
 ``AGENT_MAX_REQUEST_BYTES``         Largest accepted invocation body (262144)
 ``AGENT_CONNECT_TIMEOUT_SECONDS``   A call whose peer never connects ends after this (60)
 ``AGENT_CREDENTIAL_REFRESH_SECONDS`` Bridged AWS credentials are renewed this long before expiry (300)
@@ -45,6 +47,7 @@ from agent.exceptions import ConfigurationError
 PipelineName = Literal["nova-sonic", "cascade", "local"]
 IceServerSource = Literal["broker", "none"]
 HostCandidates = Literal["all", "loopback"]
+TransportPolicy = Literal["all", "relay"]
 
 PIPELINE_NAMES: Final[tuple[str, ...]] = get_args(PipelineName)
 ICE_SERVER_SOURCES: Final[tuple[str, ...]] = get_args(IceServerSource)
@@ -77,6 +80,7 @@ class AgentConfig:
         polly_engine: Polly engine (``standard``, ``neural``, ``long-form``, ``generative``).
         ice_servers: Where the agent's ICE servers come from.
         ice_host_candidates: Interfaces whose addresses are offered as host candidates.
+        ice_transport_policy: ``relay`` to gather TURN relay candidates only.
         max_request_bytes: Largest invocation body accepted.
         connect_timeout_seconds: How long an answered call waits for its peer to connect.
         credential_refresh_seconds: Bridged AWS credentials are renewed this long before they expire.
@@ -96,6 +100,7 @@ class AgentConfig:
     polly_engine: str = "neural"
     ice_servers: IceServerSource = "broker"
     ice_host_candidates: HostCandidates = "all"
+    ice_transport_policy: TransportPolicy = "all"
     max_request_bytes: int = 256 * 1024
     connect_timeout_seconds: float = 60.0
     credential_refresh_seconds: float = 300.0
@@ -114,6 +119,14 @@ class AgentConfig:
             raise ConfigurationError(
                 f"AGENT_ICE_HOST_CANDIDATES must be one of {', '.join(HOST_CANDIDATES)}, "
                 f"got {self.ice_host_candidates!r}"
+            )
+        if self.ice_transport_policy not in get_args(TransportPolicy):
+            raise ConfigurationError(
+                f"AGENT_ICE_TRANSPORT_POLICY must be 'all' or 'relay', got {self.ice_transport_policy!r}"
+            )
+        if self.ice_transport_policy == "relay" and self.ice_servers == "none":
+            raise ConfigurationError(
+                "AGENT_ICE_TRANSPORT_POLICY=relay needs TURN servers: set AGENT_ICE_SERVERS=broker"
             )
         if not 0 < self.port < 65536:
             raise ConfigurationError(f"AGENT_PORT must be a TCP port (1-65535), got {self.port}")
@@ -189,6 +202,7 @@ class AgentConfig:
             polly_engine=optional("AGENT_POLLY_ENGINE") or defaults.polly_engine,
             ice_servers=cast(IceServerSource, text("AGENT_ICE_SERVERS", defaults.ice_servers).lower()),
             ice_host_candidates=cast(HostCandidates, text("AGENT_ICE_HOST_CANDIDATES", "all").lower()),
+            ice_transport_policy=cast(TransportPolicy, text("AGENT_ICE_TRANSPORT_POLICY", "all").lower()),
             max_request_bytes=integer("AGENT_MAX_REQUEST_BYTES", defaults.max_request_bytes),
             connect_timeout_seconds=number("AGENT_CONNECT_TIMEOUT_SECONDS", defaults.connect_timeout_seconds),
             credential_refresh_seconds=number("AGENT_CREDENTIAL_REFRESH_SECONDS", defaults.credential_refresh_seconds),

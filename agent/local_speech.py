@@ -7,9 +7,11 @@ pocketsphinx 5.0.4 carries its US English model inside the wheel; espeak-ng is t
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import shutil
+import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, Final
 
@@ -39,6 +41,17 @@ FIXED_REPLIES: Final[Mapping[str, str]] = {
 NOT_HEARD_REPLY: Final = "Sorry, I did not catch that."
 
 
+@functools.cache
+def shared_decoder() -> tuple[Any, threading.Lock]:
+    """The process's one pocketsphinx decoder, and the lock that takes turns on it.
+
+    Loading a decoder takes ~0.3 s of CPU and holds the GIL throughout: one per call would freeze
+    every other call's media and ICE whenever calls start together (20 at once: ~6 s). Each
+    utterance is decoded whole (start, process, end), so calls share one decoder, one at a time.
+    """
+    return _load_decoder(), threading.Lock()
+
+
 def _load_decoder() -> Any:
     try:
         from pocketsphinx import Decoder  # noqa: PLC0415 - optional: only the local pipeline needs it
@@ -62,7 +75,7 @@ class PocketsphinxSTTService(SegmentedSTTService):
             ttfs_p99_latency=1.0,
             **kwargs,
         )
-        self._decoder: Any = None
+        self._decoder: tuple[Any, threading.Lock] | None = None
         self._resampler = create_stream_resampler()
 
     @property
@@ -75,16 +88,19 @@ class PocketsphinxSTTService(SegmentedSTTService):
         return True
 
     async def setup(self, setup: Any) -> None:
-        """Load the decoder (about 0.3 s) before the first utterance needs it."""
+        """Get the process's decoder (loaded once, about 0.3 s) before the first utterance needs it."""
         await super().setup(setup)
-        self._decoder = await asyncio.to_thread(_load_decoder)
+        self._decoder = await asyncio.to_thread(shared_decoder)
 
     def _decode(self, pcm: bytes) -> str:
-        decoder = self._decoder
-        decoder.start_utt()
-        decoder.process_raw(pcm, full_utt=True)
-        decoder.end_utt()
-        hypothesis = decoder.hyp()
+        if self._decoder is None:
+            raise RuntimeError("the decoder is not loaded: setup() has not run")
+        decoder, lock = self._decoder
+        with lock:
+            decoder.start_utt()
+            decoder.process_raw(pcm, full_utt=True)
+            decoder.end_utt()
+            hypothesis = decoder.hyp()
         return str(hypothesis.hypstr).strip() if hypothesis is not None else ""
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:

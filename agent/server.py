@@ -195,7 +195,10 @@ def create_app(
             app.complete_async_task(task_id)
 
     calls = CallManager(
-        ice_servers=ice_servers or default_ice_servers(config), on_start=call_started, on_end=call_ended
+        ice_servers=ice_servers or default_ice_servers(config),
+        on_start=call_started,
+        on_end=call_ended,
+        relay_only=config.ice_transport_policy == "relay",
     )
 
     async def run_call(bot: BotPipeline, connection: SmallWebRTCConnection) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from cachetools import TTLCache
 
 from broker import redaction
@@ -46,7 +47,9 @@ def _wrap(exc: Exception, *, channel_arn: str, operation: str) -> KvsError:
         message = f"{operation} failed for {channel_arn}: {code} (HTTP {status})"
     else:
         code = type(exc).__name__
-        channel_failure = True  # could not reach the endpoint at all
+        # Unreachable or cut off: the channel's endpoint may have moved. Anything else (no credentials,
+        # no region, invalid parameters) is the caller's configuration, which another channel won't fix.
+        channel_failure = isinstance(exc, BotoConnectionError | HTTPClientError)
         message = f"{operation} failed for {channel_arn}: {code}"
     return KvsError(message, channel_arn=channel_arn, code=code, channel_failure=channel_failure)
 

@@ -1,16 +1,16 @@
-"""Run the local system on 127.0.0.1: the KVS emulator and coturn sharing one TURN REST secret.
+"""Run the whole system on 127.0.0.1 with no AWS account (``make local``).
 
-    python -m local [--kvs-port 4567] [--turn-port 3478] [--channels 2] [--log-dir DIR]
+    python -m local [--port 7860] [--kvs-port 4567] [--turn-port 3478] [--agent-port 8081] ...
 
-Prints how to point the broker (or any boto3 code) at it, then runs until Ctrl-C and stops
-everything it started.
+Starts the KVS emulator, coturn, the agent (offline ``local`` pipeline) and the broker API serving the
+Pipecat prebuilt UI; waits until each is healthy; prints the URL; Ctrl-C stops everything.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import secrets
+import os
 import shlex
 import signal
 import sys
@@ -19,45 +19,58 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from local.coturn import Coturn, CoturnConfig, ensure_port_free
 from local.exceptions import LocalStackError
-from local.kvs_emulator import EmulatorConfig, KvsEmulator
+from local.stack import LocalStack, StackConfig
 
-logger = logging.getLogger("local")
 
-DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP/UDP port")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
+    defaults = StackConfig()
     parser = argparse.ArgumentParser(
         prog="python -m local",
-        description="Run the local system on 127.0.0.1 with no AWS account: a KVS emulator that mints "
-        "TURN credentials and a real coturn TURN server that accepts them. Ctrl-C stops everything.",
+        description="Run the whole system on 127.0.0.1 with no AWS account: a KVS emulator, a real coturn "
+        "TURN server, the agent with its offline pipeline, and the broker API serving the Pipecat "
+        "prebuilt UI. Open the printed URL, click Connect and speak. Ctrl-C stops everything.",
     )
-    parser.add_argument("--kvs-port", type=int, default=4567, help="KVS emulator port (default %(default)s)")
-    parser.add_argument("--turn-port", type=int, default=3478, help="coturn port, UDP and TCP (default %(default)s)")
-    parser.add_argument("--channels", type=int, default=2, help="signaling channels in the pool (default %(default)s)")
-    parser.add_argument("--ttl", type=int, default=300, help="TURN credential TTL in seconds (default %(default)s)")
-    parser.add_argument("--log-dir", type=Path, default=Path(".local/logs"), help="where logs go (default %(default)s)")
-    return parser
-
-
-def environment(emulator: KvsEmulator, arns: Sequence[str]) -> dict[str, str]:
-    """The environment variables that point the broker and boto3 at the local system."""
-    return {
-        **DUMMY_CREDENTIALS,
-        "AWS_REGION": emulator.config.region,
-        "AWS_DEFAULT_REGION": emulator.config.region,  # what botocore itself reads
-        "AWS_ENDPOINT_URL_KINESIS_VIDEO": emulator.url,
-        "TURN_CHANNEL_ARNS": ",".join(arns),
-    }
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=int(os.environ.get("PORT", defaults.port)),
+        help="the browser's port: UI and broker API (default $PORT or %(default)s)",
+    )
+    parser.add_argument("--kvs-port", type=_port, default=defaults.kvs_port, help="KVS emulator (%(default)s)")
+    parser.add_argument("--turn-port", type=_port, default=defaults.turn_port, help="coturn, UDP+TCP (%(default)s)")
+    parser.add_argument("--agent-port", type=_port, default=defaults.agent_port, help="the agent (%(default)s)")
+    parser.add_argument("--channels", type=int, default=defaults.channels, help="channels in the pool (%(default)s)")
+    parser.add_argument(
+        "--ttl", type=int, default=defaults.ttl_seconds, help="TURN credential TTL in seconds, 30-86400 (%(default)s)"
+    )
+    parser.add_argument(
+        "--any-candidates",
+        action="store_true",
+        help="let the agent offer host candidates too (default: relay only, all media via coturn)",
+    )
+    parser.add_argument("--log-dir", type=Path, default=defaults.log_dir, help="where logs go (%(default)s)")
+    return parser  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Start the parts, print how to use them, wait for Ctrl-C, stop them."""
-    args = _parser().parse_args(argv)
+    """Start the stack, print how to use it, wait for Ctrl-C, stop it."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except ValueError as exc:
+        parser.exit(2, f"error: {exc}\n")
     if not 1 <= args.channels <= 1000:
-        _parser().exit(2, "error: --channels must be between 1 and 1000\n")
+        parser.exit(2, "error: --channels must be between 1 and 1000\n")
+    if not 30 <= args.ttl <= 86400:
+        parser.exit(2, "error: --ttl must be between 30 and 86400\n")
     args.log_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=logging.INFO,
@@ -71,45 +84,42 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    # One secret per run, shared by the emulator (which mints credentials) and coturn (which checks them).
-    secret = secrets.token_urlsafe(24)
-    coturn = Coturn(CoturnConfig(port=args.turn_port, secret=secret, log_dir=args.log_dir))
-    emulator: KvsEmulator | None = None
+    config = StackConfig(
+        port=args.port,
+        kvs_port=args.kvs_port,
+        turn_port=args.turn_port,
+        agent_port=args.agent_port,
+        channels=args.channels,
+        ttl_seconds=args.ttl,
+        relay_only=not args.any_candidates,
+        log_dir=args.log_dir,
+    )
+    stack = LocalStack(config)
+    print("starting the KVS emulator, coturn, the agent and the broker API...", flush=True)
     try:
-        ensure_port_free("127.0.0.1", args.kvs_port, "the KVS emulator")
-        coturn.start()
-        emulator = KvsEmulator(
-            EmulatorConfig(
-                host="127.0.0.1",
-                port=args.kvs_port,
-                turn_uris=coturn.config.uris,
-                turn_secret=secret,
-                ttl_seconds=args.ttl,
-            )
-        )
-        emulator.start()
-        arns = emulator.create_channels(args.channels)
-        env = environment(emulator, arns)
-        exports = "\n".join(f"  export {name}={shlex.quote(value)}" for name, value in env.items())
+        stack.start()
+        exports = "\n".join(f"  export {name}={shlex.quote(value)}" for name, value in stack.env.items())
         print(
-            f"local system ready\n"
-            f"  KVS emulator  {emulator.url}  (stats: {emulator.url}/_emulator/stats)\n"
-            f"  coturn        turn:127.0.0.1:{args.turn_port} (UDP and TCP, pid {coturn.pid})\n"
+            f"\nlocal system ready: open {stack.url} and click Connect\n"
+            f"  broker API    {stack.url}/start (the Pipecat client contract)\n"
+            f"  agent         http://127.0.0.1:{config.agent_port} (local pipeline, "
+            f"{'relay candidates only' if config.relay_only else 'all candidates'})\n"
+            f"  coturn        turn:127.0.0.1:{config.turn_port} (UDP and TCP)\n"
+            f"  KVS emulator  http://127.0.0.1:{config.kvs_port} (stats: /_emulator/stats)\n"
             f"  logs          {args.log_dir.resolve()}\n"
-            f"\nUse it from another shell:\n{exports}\n"
-            f"  .venv/bin/python -m broker --show-credentials   # ICE servers from the pool\n"
+            f"\nA call from the terminal: .venv/bin/python -m local.call_client --url {stack.url}\n"
+            f"The broker's environment, for `.venv/bin/python -m broker`:\n{exports}\n"
             f"\nCtrl-C stops everything.",
             flush=True,
         )
         while not stop.wait(0.5):
-            pass
+            if stack.agent is not None and stack.agent.poll() is not None:
+                raise LocalStackError(f"the agent exited (code {stack.agent.returncode}); see {args.log_dir}/agent.log")
     except LocalStackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        if emulator is not None:
-            emulator.stop()
-        coturn.stop()
+        stack.stop()
     print("stopped", flush=True)
     return 0
 

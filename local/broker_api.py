@@ -9,6 +9,7 @@ claims where API Gateway's JWT authorizer would put them, and goes through the s
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -16,13 +17,14 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 
 from broker.api.errors import ApiError, UnauthorizedError
 from broker.api.resolver import build_resolver, handle_event
@@ -34,6 +36,23 @@ logger = logging.getLogger(__name__)
 API_PREFIXES = ("/start", "/sessions/")
 HEALTH_PATH = "/_broker/health"
 LOCAL_SUBJECT = "local-user"
+
+# Powertools keeps the current event on a class, so one request at a time may be inside a resolver;
+# routes step out of the lock only around their slow service calls (see build_resolver).
+_RESOLVING = threading.Lock()
+
+
+@contextlib.contextmanager
+def _outside_resolver_lock() -> Iterator[None]:
+    """Let other requests resolve while this one waits on KVS or the agent; restore its event after."""
+    event, context = BaseRouter.current_event, BaseRouter.lambda_context
+    _RESOLVING.release()
+    try:
+        yield
+    finally:
+        _RESOLVING.acquire()
+        BaseRouter.current_event, BaseRouter.lambda_context = event, context
+
 
 StaticHandler = Callable[[str], tuple[int, str, bytes] | None]
 """Serves a non-API GET path: ``(status, content type, body)``, or None when it has nothing."""
@@ -145,10 +164,10 @@ class _LocalApiServer(LoopbackHTTPServer):
         super().__init__(address, _Handler, idle_timeout=120.0)
 
     def resolver(self) -> APIGatewayHttpResolver:
-        """This thread's resolver (a resolver holds its current event, so threads do not share one)."""
+        """This thread's resolver (its per-request state stays its own while another request waits)."""
         resolver: APIGatewayHttpResolver | None = getattr(self._resolvers, "value", None)
         if resolver is None:
-            resolver = build_resolver(self.service)
+            resolver = build_resolver(self.service, slow_section=_outside_resolver_lock)
             self._resolvers.value = resolver
         return resolver
 
@@ -218,7 +237,9 @@ class _Handler(FastRequestHandler):
             claims=claims,
             source_ip=self.client_address[0],
         )
-        response = handle_event(self.server.resolver(), event, None, limit)
+        resolver = self.server.resolver()
+        with _RESOLVING:
+            response = handle_event(resolver, event, None, limit)
         headers = dict(response.get("headers") or {})
         headers.setdefault("Content-Type", "application/json")
         payload = response.get("body") or ""

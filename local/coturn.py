@@ -7,16 +7,13 @@ with the same secret, so credentials handed out by the broker really allocate re
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import secrets
 import shutil
-import signal
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,18 +21,13 @@ from pathlib import Path
 from types import TracebackType
 
 from local.exceptions import LocalStackError
+from local.process import die_with_parent
 
 logger = logging.getLogger(__name__)
 
 _STUN_MAGIC_COOKIE = 0x2112A442
 _STUN_BINDING_REQUEST = 0x0001
 _STUN_BINDING_SUCCESS = 0x0101
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the parent dies, even by SIGKILL (Linux only)."""
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -115,6 +107,9 @@ def ensure_port_free(host: str, port: int, what: str) -> None:
     """
     for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
         with socket.socket(socket.AF_INET, kind) as sock:
+            if kind == socket.SOCK_STREAM:
+                # As the servers themselves do: connections of a previous run in TIME_WAIT do not count.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, port))
             except OSError:
@@ -188,7 +183,7 @@ class Coturn:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             # A killed parent must not leave a TURN server behind holding its ports.
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+            preexec_fn=die_with_parent(),  # noqa: PLW1509
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,36 +1,28 @@
-"""Helpers for the agent tests (no tests here): a real agent server, an aiortc peer, espeak audio."""
+"""Helpers for the agent tests (no tests here): a real agent server; the aiortc peer and espeak audio
+come from :mod:`local.call_client`, which the local-mode tests and benchmarks share."""
 
 from __future__ import annotations
 
-import asyncio
-import fractions
 import http.client
-import io
 import json
 import socket
-import subprocess
 import threading
 import time
-import wave
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aioice.ice
-import numpy as np
-import soxr
 import uvicorn
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
-from av import AudioFrame
 
 from agent.config import AgentConfig
 from agent.ice import IceServerProvider, gather_loopback_host_candidates_only, no_ice_servers
 from agent.pipelines import PipelineBuilder
 from agent.server import create_app
+from local.call_client import PEER_RATE, PcmTrack, Peer, espeak_pcm, rms
 
-PEER_RATE = 48000
-FRAME_SAMPLES = 960  # 20 ms at 48 kHz
+__all__ = ["PEER_RATE", "AgentServer", "PcmTrack", "Peer", "espeak_pcm", "loopback_media", "rms", "running_agent"]
 
 
 @dataclass
@@ -116,120 +108,3 @@ def running_agent(
         server.should_exit = True
         thread.join(10)
         sock.close()
-
-
-def espeak_pcm(text: str, rate: int) -> np.ndarray:
-    """Return espeak-ng saying ``text`` as mono int16 samples at ``rate`` Hz."""
-    wav = subprocess.run(["espeak-ng", "-v", "en-us", "--stdout", text], capture_output=True, check=True).stdout
-    with wave.open(io.BytesIO(wav)) as reader:
-        samples = np.frombuffer(reader.readframes(reader.getnframes()), dtype=np.int16)
-        source_rate = reader.getframerate()
-    return np.asarray(soxr.resample(samples, source_rate, rate), dtype=np.int16)
-
-
-def rms(samples: np.ndarray) -> float:
-    """Root mean square of int16 samples."""
-    return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) if samples.size else 0.0
-
-
-class PcmTrack(MediaStreamTrack):
-    """An audio track that plays queued 48 kHz mono samples in real time, silence in between."""
-
-    kind = "audio"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._pending = np.zeros(0, dtype=np.int16)
-        self._pts = 0
-        self._start: float | None = None
-
-    def play(self, samples: np.ndarray) -> None:
-        """Queue samples to play after what is already queued."""
-        self._pending = np.concatenate([self._pending, samples])
-
-    async def recv(self) -> AudioFrame:
-        """Return the next 20 ms frame, paced to real time."""
-        if self._start is None:
-            self._start = time.monotonic()
-        wait = self._start + self._pts / PEER_RATE - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        chunk, self._pending = self._pending[:FRAME_SAMPLES], self._pending[FRAME_SAMPLES:]
-        chunk = np.pad(chunk, (0, FRAME_SAMPLES - len(chunk)))
-        frame = AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = PEER_RATE
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, PEER_RATE)
-        self._pts += FRAME_SAMPLES
-        return frame
-
-
-@dataclass
-class Peer:
-    """An aiortc peer like the Pipecat browser client: audio both ways, a data channel, trickle ICE."""
-
-    pc: RTCPeerConnection = field(default_factory=RTCPeerConnection)
-    track: PcmTrack = field(default_factory=PcmTrack)
-    received: list[tuple[float, np.ndarray]] = field(default_factory=list)
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    candidates: list[dict[str, Any]] = field(default_factory=list)
-    _readers: list[asyncio.Task[None]] = field(default_factory=list)
-
-    async def offer(self) -> dict[str, Any]:
-        """Create the offer; its candidates are kept back for trickling, as a browser does."""
-        self.pc.addTrack(self.track)
-        channel = self.pc.createDataChannel("chat")
-
-        @channel.on("message")
-        def on_message(message: str) -> None:
-            self.messages.append(json.loads(message))
-
-        @self.pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            self._readers.append(asyncio.ensure_future(self._read(track)))
-
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        lines, mid, index = [], None, -1
-        for line in self.pc.localDescription.sdp.splitlines():
-            if line.startswith("m="):
-                index += 1
-            if line.startswith("a=mid:"):
-                mid = line[len("a=mid:") :]
-            if line.startswith("a=candidate:"):
-                self.candidates.append({"candidate": line[2:], "sdp_mid": mid, "sdp_mline_index": index})
-            elif not line.startswith("a=end-of-candidates"):
-                lines.append(line)
-        return {"sdp": "\r\n".join(lines) + "\r\n", "type": "offer"}
-
-    async def _read(self, track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except Exception:
-                return
-            samples = frame.to_ndarray().reshape(-1)
-            if frame.layout.name == "stereo":
-                samples = samples[::2]
-            self.received.append((time.monotonic(), samples.astype(np.int16)))
-
-    async def accept(self, answer: dict[str, Any]) -> None:
-        """Apply the agent's answer."""
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
-
-    async def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
-        """Wait until ``condition()`` holds."""
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            await asyncio.sleep(0.05)
-
-    def audio_since(self, moment: float) -> np.ndarray:
-        """Samples received after ``moment`` (monotonic seconds)."""
-        chunks = [samples for at, samples in self.received if at >= moment]
-        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
-
-    async def close(self) -> None:
-        """Leave the call."""
-        await self.pc.close()
-        for reader in self._readers:
-            reader.cancel()

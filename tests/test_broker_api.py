@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -136,6 +138,32 @@ def test_sessions_are_bound_to_their_caller(api: LocalBrokerApi) -> None:
     forged = session_id[:-1] + ("0" if session_id[-1] != "0" else "1")
     assert call(api.url, "PATCH", f"/sessions/{forged}/api/offer", candidates, token=ALICE).status == 404
     assert call(api.url, "PATCH", "/sessions/not-a-session/api/offer", candidates, token=ALICE).status == 404
+
+
+def test_concurrent_requests_never_see_each_others_body_or_caller(api: LocalBrokerApi) -> None:
+    # Powertools keeps the current event on a class: without the adapter's lock, a PATCH could be
+    # validated against a concurrent /start's empty body (422) or another caller's subject (404).
+    sessions = {ALICE: start(api, ALICE), BOB: start(api, BOB)}
+
+    def request(index: int) -> tuple[str, int, str]:
+        if index % 10 == 0:  # 15 starts: well within the 3-channel pool's 15 calls/s and 2 s wait
+            reply = call(api.url, "POST", "/start", None, token=ALICE if index % 20 else BOB)
+            return "start", reply.status, ""
+        caller = ALICE if index % 2 else BOB
+        body = {"pc_id": f"pc-{index}", "candidates": []}
+        reply = call(api.url, "PATCH", f"/sessions/{sessions[caller]}/api/offer", body, token=caller)
+        return "patch", reply.status, reply.error_code
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show up every run
+    try:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            results = list(pool.map(request, range(150)))
+    finally:
+        sys.setswitchinterval(interval)
+    assert {result for result in results if result[0] == "start"} == {("start", 200, "")}
+    # Each caller's own session, a pc_id the agent does not know: always the agent's 404, nothing else.
+    assert {result for result in results if result[0] == "patch"} == {("patch", 404, "unknown_pc_id")}
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,13 @@
-"""`python -m local`: the KVS emulator and a real coturn, credentials that really allocate relays."""
+"""`python -m local` as a person runs it: start-up, failure messages, Ctrl-C and SIGKILL, the broker CLI."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,53 +17,15 @@ import pytest
 
 from broker.config import BrokerConfig
 from broker.core import IceBroker
-from local.coturn import ensure_port_free
-from local.exceptions import LocalStackError
+from tests.local_support import ROOT, RunningStack, children, free_port, port_freed, running_stack
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    """A port free for both TCP and UDP on loopback."""
-    for _ in range(100):
-        port = random.randint(20000, 40000)
-        try:
-            ensure_port_free("127.0.0.1", port, "test")
-        except LocalStackError:
-            continue
-        return port
-    raise RuntimeError("no free port")
+pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def local_stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, str], int]]:
-    turn_port, kvs_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local", f"--kvs-port={kvs_port}", f"--turn-port={turn_port}", f"--log-dir={tmp_path}"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    env: dict[str, str] = {}
-    assert process.stdout is not None
-    for line in process.stdout:
-        if line.strip().startswith("export "):
-            name, _, value = line.strip().removeprefix("export ").partition("=")
-            env[name] = value
-        if line.startswith("Ctrl-C"):
-            break
-    try:
-        assert env, process.stderr.read() if process.stderr else ""
-        yield process, env, turn_port
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)  # as a person's Ctrl-C: it stops coturn too
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    with running_stack(tmp_path_factory.mktemp("logs")) as running:
+        yield running
 
 
 async def allocate(port: int, username: str, password: str, transport: str) -> tuple[str, int]:
@@ -86,87 +46,41 @@ async def allocate(port: int, username: str, password: str, transport: str) -> t
         relay.close()
 
 
-def test_broker_credentials_allocate_relays_at_coturn(
-    local_stack: tuple[subprocess.Popen[str], dict[str, str], int], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    process, env, turn_port = local_stack
+def test_broker_credentials_allocate_relays_at_coturn(stack: RunningStack, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
-    for name, value in {**env, "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}.items():
+    for name, value in stack.env.items():
         monkeypatch.setenv(name, value)
-    broker = IceBroker(BrokerConfig.from_env())
-    ice = broker.get_ice_servers()
+    ice = IceBroker(BrokerConfig.from_env()).get_ice_servers()
     server = ice.servers[0]
-    assert server.urls == (f"turn:127.0.0.1:{turn_port}?transport=udp", f"turn:127.0.0.1:{turn_port}?transport=tcp")
+    turn = stack.ports["turn"]
+    assert server.urls == (f"turn:127.0.0.1:{turn}?transport=udp", f"turn:127.0.0.1:{turn}?transport=tcp")
     assert server.username and server.credential
     for transport in ("udp", "tcp"):
-        host, port = asyncio.run(allocate(turn_port, server.username, server.credential, transport))
+        host, port = asyncio.run(allocate(turn, server.username, server.credential, transport))
         assert host == "127.0.0.1" and port > 0
     with pytest.raises(aioice.stun.TransactionFailed, match="401"):
-        asyncio.run(allocate(turn_port, server.username, "not-the-password", "udp"))
-
-    process.send_signal(signal.SIGINT)
-    out, _ = process.communicate(timeout=15)
-    assert process.returncode == 0
-    assert "stopped" in out
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", turn_port))  # coturn is gone: its port is free again
+        asyncio.run(allocate(turn, server.username, "not-the-password", "udp"))
 
 
-def test_coturn_does_not_outlive_a_killed_local_stack(
-    local_stack: tuple[subprocess.Popen[str], dict[str, str], int],
-) -> None:
-    process, _, turn_port = local_stack
-    process.kill()  # SIGKILL: no chance to clean up
-    process.wait(timeout=10)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            ensure_port_free("127.0.0.1", turn_port, "test")
-            break
-        except LocalStackError:
-            assert time.monotonic() < deadline, "coturn outlived the local stack"
-            time.sleep(0.1)
+def test_the_output_says_where_to_go_and_where_the_logs_are(stack: RunningStack) -> None:
+    text = "".join(stack.output)
+    assert f"open {stack.url} and click Connect" in text
+    assert str(stack.log_dir.resolve()) in text
+    assert {"local.log", "agent.log", "coturn.log"} <= {path.name for path in stack.log_dir.iterdir()}
 
 
-def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "local",
-                f"--kvs-port={port}",
-                f"--turn-port={free_port()}",
-                f"--log-dir={tmp_path}",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    assert run.returncode == 1
-    assert f"port {port}" in run.stderr and "in use" in run.stderr
-    assert "Traceback" not in run.stderr
-
-
-def test_broker_cli_masks_credentials_unless_asked(
-    local_stack: tuple[subprocess.Popen[str], dict[str, str], int],
-) -> None:
-    _, env, _ = local_stack
-    child_env = {**os.environ, **env, "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+def test_broker_cli_masks_credentials_unless_asked(stack: RunningStack) -> None:
+    env = {**os.environ, **stack.env}
     masked = subprocess.run(
-        [sys.executable, "-m", "broker"], cwd=ROOT, env=child_env, capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "broker"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
     )
     assert masked.returncode == 0, masked.stderr
     assert '"credential": "***"' in masked.stdout
     shown = subprocess.run(
         [sys.executable, "-m", "broker", "--show-credentials"],
         cwd=ROOT,
-        env=child_env,
+        env=env,
         capture_output=True,
         text=True,
         timeout=30,
@@ -175,9 +89,68 @@ def test_broker_cli_masks_credentials_unless_asked(
     broken = subprocess.run(
         [sys.executable, "-m", "broker"],
         cwd=ROOT,
-        env={**child_env, "TURN_CHANNEL_ARNS": "nope"},
+        env={**env, "TURN_CHANNEL_ARNS": "nope"},
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert broken.returncode == 1 and broken.stderr.startswith("error: TURN_CHANNEL_ARNS")
+
+
+def test_ctrl_c_stops_everything_it_started(tmp_path: Path) -> None:
+    with running_stack(tmp_path) as running:
+        helpers = children(running.process.pid)
+        assert len(helpers) == 2  # coturn and the agent
+        running.process.send_signal(signal.SIGINT)
+        out, _ = running.process.communicate(timeout=30)
+        assert running.process.returncode == 0 and "stopped" in out
+        for pid in helpers:
+            assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        assert port_freed(running.ports["turn"], 5) and port_freed(running.ports["agent"], 5)
+
+
+def test_a_killed_stack_leaves_no_turn_server_or_agent_behind(tmp_path: Path) -> None:
+    with running_stack(tmp_path) as running:
+        running.process.kill()  # SIGKILL: no chance to clean up
+        running.process.wait(timeout=10)
+        assert port_freed(running.ports["turn"], 15), "coturn outlived the local stack"
+        assert port_freed(running.ports["agent"], 15), "the agent outlived the local stack"
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run(
+            [sys.executable, "-m", "local", f"--port={port}", f"--turn-port={free_port()}", f"--log-dir={tmp_path}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert run.returncode == 1
+    assert f"port {port}" in run.stderr and "in use" in run.stderr and "PORT" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_a_missing_system_package_is_a_clear_error(tmp_path: Path) -> None:
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    run = subprocess.run(
+        [sys.executable, "-m", "local", f"--port={free_port()}", f"--log-dir={tmp_path}"],
+        cwd=ROOT,
+        env={**os.environ, "PATH": str(bare)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 1
+    assert "missing Debian package(s): coturn espeak-ng" in run.stderr and "make system-deps" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("argv", [["--channels=0"], ["--ttl=5"], ["--port=99999"], ["--port=abc"]])
+def test_bad_options_exit_2(argv: list[str]) -> None:
+    run = subprocess.run([sys.executable, "-m", "local", *argv], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2 and "error:" in run.stderr and "Traceback" not in run.stderr

@@ -8,8 +8,11 @@ before the event arrives (API Gateway's JWT authorizer, or the local server); ro
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
@@ -75,10 +78,22 @@ def _validation_response(error: RequestValidationError) -> Response[str]:
     )
 
 
-def build_resolver(service: BrokerService) -> APIGatewayHttpResolver:
+SlowSection = Callable[[], AbstractContextManager[None]]
+
+
+def build_resolver(
+    service: BrokerService, *, slow_section: SlowSection = contextlib.nullcontext
+) -> APIGatewayHttpResolver:
     """Return a resolver with the three routes of the Pipecat client contract bound to ``service``.
 
-    A resolver holds the current event, so it serves one request at a time: make one per thread.
+    Powertools keeps the current event on a class, process-wide: in Lambda that is one request at a
+    time; a server that resolves requests on several threads must hold one lock while resolving.
+    Each route reads everything it needs from the event first, then calls the service (KVS, the
+    agent) inside ``slow_section``, where such a server may let other requests in.
+
+    Args:
+        service: The behaviour.
+        slow_section: Wraps the service call of each route (default: nothing).
     """
     app = APIGatewayHttpResolver(enable_validation=True)
 
@@ -91,21 +106,27 @@ def build_resolver(service: BrokerService) -> APIGatewayHttpResolver:
 
     @app.post("/start", summary="Start a session", responses=_responses("The session"))
     def start(body: Annotated[StartRequest | None, Body()] = None) -> StartResponse:
-        return service.start(subject(), body or StartRequest())
+        caller = subject()
+        with slow_section():
+            return service.start(caller, body or StartRequest())
 
     @app.post(SESSION_PATH, summary="Send the SDP offer", responses=_responses("SDP answer"))
     def offer(
         sessionId: Annotated[str, Path(max_length=256)],
         body: Annotated[OfferRequest, Body()],
     ) -> AnswerResponse:
-        return service.offer(subject(), sessionId, body)
+        caller = subject()
+        with slow_section():
+            return service.offer(caller, sessionId, body)
 
     @app.patch(SESSION_PATH, summary="Trickle ICE candidates", responses=_responses("Candidates accepted"))
     def candidates(
         sessionId: Annotated[str, Path(max_length=256)],
         body: Annotated[CandidatesRequest, Body()],
     ) -> StatusResponse:
-        return service.add_candidates(subject(), sessionId, body)
+        caller = subject()
+        with slow_section():
+            return service.add_candidates(caller, sessionId, body)
 
     @app.exception_handler(ApiError)
     def api_error(error: ApiError) -> Response[str]:

@@ -1,0 +1,264 @@
+"""The whole system on 127.0.0.1: KVS emulator, coturn, the agent, and the broker API serving the UI.
+
+The browser talks to one port (the broker API and the Pipecat prebuilt UI); the emulator, coturn
+and the agent have their own loopback ports. coturn and the emulator share one TURN REST secret per
+run, so the credentials the broker and the agent get from the emulator allocate real relays.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+import boto3
+
+from broker.api.config import build_service
+from broker.config import BrokerConfig
+from broker.core import IceBroker
+from broker.kvs import DEFAULT_CLIENT_CONFIG, KvsSignaling
+from local.broker_api import HEALTH_PATH, LocalAuth, LocalBrokerApi
+from local.coturn import Coturn, CoturnConfig, ensure_port_free
+from local.exceptions import LocalStackError
+from local.kvs_emulator import EmulatorConfig, KvsEmulator
+from local.prebuilt import prebuilt_dist, static_files
+from local.process import die_with_parent
+
+logger = logging.getLogger(__name__)
+
+LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+SYSTEM_COMMANDS = {"turnserver": "coturn", "espeak-ng": "espeak-ng"}
+"""Commands local mode runs, and the Debian package of each."""
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Ports and settings of the local system.
+
+    Attributes:
+        port: The browser's port: the broker API and the prebuilt UI.
+        kvs_port: The KVS emulator.
+        turn_port: coturn (UDP and TCP).
+        agent_port: The agent's ``/invocations`` and ``/ping``.
+        channels: Signaling channels in the pool.
+        ttl_seconds: TURN credential lifetime.
+        relay_only: The agent gathers relay candidates only, so all media crosses coturn.
+        auth: How the broker API identifies callers (the prebuilt UI sends no token: ``none``).
+        log_dir: Where every part's log goes.
+        coturn: Extra coturn settings (lifetimes) for tests that compress time.
+        agent_env: Extra environment for the agent.
+    """
+
+    port: int = 7860
+    kvs_port: int = 4567
+    turn_port: int = 3478
+    agent_port: int = 8081
+    channels: int = 2
+    ttl_seconds: int = 300
+    relay_only: bool = True
+    auth: LocalAuth = field(default_factory=LocalAuth)
+    log_dir: Path = Path(".local/logs")
+    coturn: CoturnConfig | None = None
+    agent_env: tuple[tuple[str, str], ...] = ()
+
+
+def check_system_packages() -> None:
+    """Raise a clear error when a command local mode needs is missing.
+
+    Raises:
+        LocalStackError: Names the Debian packages to install.
+    """
+    missing = sorted({package for command, package in SYSTEM_COMMANDS.items() if shutil.which(command) is None})
+    if missing:
+        raise LocalStackError(
+            f"missing Debian package(s): {' '.join(missing)}. Run `make system-deps` "
+            f"(or `sudo apt-get install {' '.join(missing)}`)"
+        )
+
+
+def _wait_http(url: str, timeout: float, what: str, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise LocalStackError(f"{what} exited with code {process.returncode}; see its log")
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (a loopback URL of ours)
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise LocalStackError(f"{what} did not become healthy within {timeout:g} s; see its log") from None
+            time.sleep(0.2)
+
+
+class LocalStack:
+    """Starts the five parts, waits until each is healthy, and stops them in reverse order."""
+
+    def __init__(self, config: StackConfig | None = None) -> None:
+        self.config = config or StackConfig()
+        self.secret = secrets.token_urlsafe(24)
+        base = self.config.coturn or CoturnConfig()
+        self.coturn = Coturn(
+            CoturnConfig(
+                host="127.0.0.1",
+                port=self.config.turn_port,
+                secret=self.secret,
+                realm=base.realm,
+                min_port=base.min_port,
+                max_port=base.max_port,
+                permission_lifetime=base.permission_lifetime,
+                channel_lifetime=base.channel_lifetime,
+                max_allocate_lifetime=base.max_allocate_lifetime,
+                log_dir=self.config.log_dir,
+            )
+        )
+        self.emulator: KvsEmulator | None = None
+        self.agent: subprocess.Popen[bytes] | None = None
+        self._agent_log: IO[bytes] | None = None
+        self.api: LocalBrokerApi | None = None
+        self.env: dict[str, str] = {}
+
+    @property
+    def url(self) -> str:
+        """The browser's URL."""
+        return f"http://127.0.0.1:{self.config.port}"
+
+    def broker_env(self, channel_arns: list[str]) -> dict[str, str]:
+        """Environment of the broker and the agent: the emulator, the pool, dummy credentials."""
+        assert self.emulator is not None  # noqa: S101 (start() sets it first)
+        margin = str(min(30, self.config.ttl_seconds // 3))
+        return {
+            **LOCAL_CREDENTIALS,
+            "AWS_REGION": self.emulator.config.region,
+            "AWS_DEFAULT_REGION": self.emulator.config.region,  # what botocore itself reads
+            "AWS_ENDPOINT_URL_KINESIS_VIDEO": self.emulator.url,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "TURN_CHANNEL_ARNS": ",".join(channel_arns),
+            # Short local TTLs (a long-call test uses 30 s) still leave usable credentials.
+            "TURN_TTL_MARGIN_SECONDS": margin,
+            "TURN_SHARED_REFRESH_SECONDS": margin,
+        }
+
+    def start(self) -> Self:
+        """Start everything and wait until it is healthy.
+
+        Raises:
+            LocalStackError: A package is missing, a port is taken, or a part did not come up.
+        """
+        config = self.config
+        check_system_packages()
+        dist = prebuilt_dist()
+        for port, what in (
+            (config.port, "the broker API and UI (PORT)"),
+            (config.kvs_port, "the KVS emulator"),
+            (config.turn_port, "coturn"),
+            (config.agent_port, "the agent"),
+        ):
+            ensure_port_free("127.0.0.1", port, what)
+        config.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.coturn.start()
+            self.emulator = KvsEmulator(
+                EmulatorConfig(
+                    host="127.0.0.1",
+                    port=config.kvs_port,
+                    turn_uris=self.coturn.config.uris,
+                    turn_secret=self.secret,
+                    ttl_seconds=config.ttl_seconds,
+                )
+            ).start()
+            self.env = self.broker_env(self.emulator.create_channels(config.channels))
+            self._start_agent()
+            service = build_service(
+                {
+                    **self.env,
+                    "AGENT_INVOKER": "local",
+                    "LOCAL_AGENT_URL": f"http://127.0.0.1:{config.agent_port}",
+                    "SESSION_SIGNING_KEY": secrets.token_urlsafe(32),
+                },
+                ice=self._local_ice_broker(),
+            )
+            _wait_http(f"http://127.0.0.1:{config.agent_port}/ping", 180, "the agent", self.agent)
+            self.api = LocalBrokerApi(service, port=config.port, auth=config.auth, static=static_files(dist)).start()
+            _wait_http(self.url + HEALTH_PATH, 10, "the broker API")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _local_ice_broker(self) -> IceBroker:
+        """The broker's KVS clients, pointed at the emulator explicitly: this process's environment is left alone."""
+        assert self.emulator is not None  # noqa: S101 (start() sets it first)
+        region = self.emulator.config.region
+        session = boto3.session.Session(
+            aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            region_name=region,
+        )
+        control = session.client("kinesisvideo", endpoint_url=self.emulator.url, config=DEFAULT_CLIENT_CONFIG)
+        config = BrokerConfig.from_env(self.env)
+        kvs = KvsSignaling(region=region, session=session, control_client=control)
+        return IceBroker(config, kvs=kvs)
+
+    def _start_agent(self) -> None:
+        config = self.config
+        env = {
+            **os.environ,
+            **self.env,
+            "AGENT_PIPELINE": "local",
+            "AGENT_HOST": "127.0.0.1",
+            "AGENT_PORT": str(config.agent_port),
+            "AGENT_ICE_SERVERS": "broker",
+            "AGENT_ICE_HOST_CANDIDATES": "loopback",
+            "AGENT_ICE_TRANSPORT_POLICY": "relay" if config.relay_only else "all",
+            **dict(config.agent_env),
+        }
+        self._agent_log = (config.log_dir / "agent.log").open("ab")
+        self.agent = subprocess.Popen(
+            [sys.executable, "-m", "agent"],
+            env=env,
+            stdout=self._agent_log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 (a killed stack must not leave the agent behind)
+        )
+
+    def stop(self) -> None:
+        """Stop every part this stack started (by its own handles and pids)."""
+        if self.api is not None:
+            self.api.stop()
+            self.api = None
+        if self.agent is not None:
+            if self.agent.poll() is None:
+                self.agent.send_signal(signal.SIGTERM)
+                try:
+                    self.agent.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.agent.kill()
+                    self.agent.wait(timeout=10)
+            self.agent = None
+        if self._agent_log is not None:
+            self._agent_log.close()
+            self._agent_log = None
+        if self.emulator is not None:
+            self.emulator.stop()
+            self.emulator = None
+        self.coturn.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()
