@@ -17,7 +17,7 @@ PYTHON312 ?= $(shell for p in "$$(pyenv root 2>/dev/null)"/versions/3.12.*/bin/p
 	[ -n "$$c" ] && echo "$$c" || command -v python3.12)
 
 # Debian packages the local mode and the tests need: command -> package.
-SYSTEM_PACKAGES := turnserver:coturn espeak-ng:espeak-ng
+SYSTEM_PACKAGES := turnserver:coturn espeak-ng:espeak-ng chromium:chromium
 
 .PHONY: help
 help: ## List the targets
@@ -38,7 +38,7 @@ $(STAMPS)/node: package.json package-lock.json | $(STAMPS)
 	@touch $@
 
 .PHONY: system-deps
-system-deps: ## Install the Debian packages local mode needs (coturn, espeak-ng) when missing
+system-deps: ## Install the Debian packages local mode and the tests need (coturn, espeak-ng, chromium)
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
@@ -60,7 +60,7 @@ openapi: $(STAMPS)/venv ## Regenerate docs/openapi.json from the broker API's co
 	$(PY) -m broker.api.openapi --write
 
 .PHONY: test
-test: setup lint cfn-lint ## Lint, synth + cfn-lint, check the OpenAPI document, then run every test
+test: setup web lint cfn-lint ## Lint, synth + cfn-lint, check the OpenAPI document, then run every test
 	$(PY) -m broker.api.openapi --check
 	$(PY) -m pytest
 
@@ -84,14 +84,23 @@ deploy: $(STAMPS)/venv $(STAMPS)/node ## Deploy (AWS credentials, cdk bootstrap,
 destroy: $(STAMPS)/venv $(STAMPS)/node ## Delete the stack (asks for confirmation)
 	$(CDK) destroy $(CDK_ARGS)
 
+WEB_BUILD := .make/web
+$(WEB_BUILD)/app.js: local/web/app.js local/web/index.html $(STAMPS)/node
+	node_modules/.bin/esbuild local/web/app.js --bundle --format=esm --minify --log-level=warning --outfile=$@
+	cp local/web/index.html $(WEB_BUILD)/index.html
+
+.PHONY: web
+web: $(WEB_BUILD)/app.js ## Bundle the offline call page (Pipecat JS client) into .make/web
+
 .PHONY: local
-local: $(STAMPS)/venv system-deps ## Run the whole system on 127.0.0.1, no AWS account (PORT=7860 by default)
+local: $(STAMPS)/venv system-deps web ## Run the whole system on 127.0.0.1, no AWS account (PORT=7860 by default)
 	$(PY) -m local $(if $(PORT),--port $(PORT))
 
 .PHONY: bench
 bench: $(STAMPS)/venv ## Run the benchmarks (JSON on stdout)
 	$(PY) -m bench.broker --json
 	$(PY) -m bench.api --json
+	$(PY) -m bench.local_calls --json
 
 .PHONY: clean
 clean: ## Remove generated files (venv, node_modules, cdk.out, caches)

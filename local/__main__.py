@@ -101,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         exports = "\n".join(f"  export {name}={shlex.quote(value)}" for name, value in stack.env.items())
         print(
             f"\nlocal system ready: open {stack.url} and click Connect\n"
+            f"  no internet?  {stack.url}/offline/ (the prebuilt UI loads a script from Daily's CDN)\n"
             f"  broker API    {stack.url}/start (the Pipecat client contract)\n"
             f"  agent         http://127.0.0.1:{config.agent_port} (local pipeline, "
             f"{'relay candidates only' if config.relay_only else 'all candidates'})\n"

@@ -1,4 +1,11 @@
-"""Serve the Pipecat prebuilt UI (the ``pipecat-ai-prebuilt`` package's static build) next to the API."""
+"""The browser pages local mode serves next to the API.
+
+- ``/``: the Pipecat prebuilt UI (the ``pipecat-ai-prebuilt`` package's static build). Its SmallWebRTC
+  transport manages devices with Daily's media manager, which loads a script from ``c.daily.co``:
+  it needs an internet connection.
+- ``/offline/``: a small page on the same Pipecat JS client with the ``WavMediaManager``, bundled from
+  npm into ``.make/web`` by ``make web``: it needs nothing from the internet.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,8 @@ from local.broker_api import StaticHandler
 from local.exceptions import LocalStackError
 
 PACKAGE = "pipecat-ai-prebuilt"
+OFFLINE_PREFIX = "/offline/"
+OFFLINE_BUILD = Path(__file__).resolve().parent.parent / ".make" / "web"
 
 
 def prebuilt_dist() -> Path:
@@ -26,16 +35,24 @@ def prebuilt_dist() -> Path:
     return dist
 
 
-def static_files(root: Path) -> StaticHandler:
-    """Serve the files under ``root`` (``/`` is ``index.html``); nothing outside it is reachable."""
-    root = root.resolve()
+def static_files(mounts: dict[str, Path]) -> StaticHandler:
+    """Serve the files under each mounted directory (a directory's path is its ``index.html``).
+
+    Args:
+        mounts: URL prefix (``/``, ``/offline/``) -> directory; the longest matching prefix wins, and
+            nothing outside a directory is reachable.
+    """
+    roots = sorted(((prefix, root.resolve()) for prefix, root in mounts.items()), key=lambda m: -len(m[0]))
     cache: dict[str, tuple[int, str, bytes]] = {}
 
     def serve(path: str) -> tuple[int, str, bytes] | None:
         found = cache.get(path)
         if found is not None:
             return found
-        relative = path.lstrip("/") or "index.html"
+        if path + "/" in mounts:
+            path += "/"
+        prefix, root = next(((p, r) for p, r in roots if path.startswith(p)), ("", Path("/nonexistent")))
+        relative = path[len(prefix) :].lstrip("/") or "index.html"
         target = (root / relative).resolve()
         if not target.is_relative_to(root) or not target.is_file():
             return None

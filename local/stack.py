@@ -31,7 +31,7 @@ from local.broker_api import HEALTH_PATH, LocalAuth, LocalBrokerApi
 from local.coturn import Coturn, CoturnConfig, ensure_port_free
 from local.exceptions import LocalStackError
 from local.kvs_emulator import EmulatorConfig, KvsEmulator
-from local.prebuilt import prebuilt_dist, static_files
+from local.prebuilt import OFFLINE_BUILD, OFFLINE_PREFIX, prebuilt_dist, static_files
 from local.process import die_with_parent
 
 logger = logging.getLogger(__name__)
@@ -158,7 +158,11 @@ class LocalStack:
         """
         config = self.config
         check_system_packages()
-        dist = prebuilt_dist()
+        pages = {"/": prebuilt_dist()}
+        if (OFFLINE_BUILD / "app.js").is_file():
+            pages[OFFLINE_PREFIX] = OFFLINE_BUILD
+        else:
+            logger.warning("the offline page is not built: run `make web` (make local does)")
         for port, what in (
             (config.port, "the broker API and UI (PORT)"),
             (config.kvs_port, "the KVS emulator"),
@@ -190,7 +194,7 @@ class LocalStack:
                 ice=self._local_ice_broker(),
             )
             _wait_http(f"http://127.0.0.1:{config.agent_port}/ping", 180, "the agent", self.agent)
-            self.api = LocalBrokerApi(service, port=config.port, auth=config.auth, static=static_files(dist)).start()
+            self.api = LocalBrokerApi(service, port=config.port, auth=config.auth, static=static_files(pages)).start()
             _wait_http(self.url + HEALTH_PATH, 10, "the broker API")
         except BaseException:
             self.stop()
