@@ -16,6 +16,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from broker.api.agents import HttpAgentInvoker
 from broker.api.config import build_service
 from broker.api.models import MAX_CANDIDATES
+from broker.api.service import BrokerService
 from broker.config import BrokerConfig
 from broker.core import IceBroker
 from broker.telemetry import MetricName
@@ -232,8 +233,8 @@ def test_pool_exhausted_is_a_503_with_retry_after(env: dict[str, str]) -> None:
     assert service.metrics.totals[MetricName.POOL_EXHAUSTED] == 1  # type: ignore[attr-defined]
 
 
-def test_an_unreachable_agent_is_a_502(env: dict[str, str]) -> None:
-    service = build_service(env, agent=HttpAgentInvoker(f"http://127.0.0.1:{free_tcp_port()}"))
+def offer_through(service: BrokerService) -> Reply:
+    """Start a session on a server for ``service`` and send it a real offer."""
     with LocalBrokerApi(service, auth=LocalAuth("hs256", SECRET)) as server:
         session = start(server)
 
@@ -242,20 +243,16 @@ def test_an_unreachable_agent_is_a_502(env: dict[str, str]) -> None:
             await peer.close()
             return call(server.url, "POST", f"/sessions/{session}/api/offer", offer_body(sdp), token=ALICE)
 
-        expect_error(asyncio.run(offer()), 502, "agent_failed")
+        return asyncio.run(offer())
+
+
+def test_an_unreachable_agent_is_a_502(env: dict[str, str]) -> None:
+    service = build_service(env, agent=HttpAgentInvoker(f"http://127.0.0.1:{free_tcp_port()}"))
+    expect_error(offer_through(service), 502, "agent_failed")
 
 
 def test_a_slow_agent_is_a_504(env: dict[str, str]) -> None:
-    service = build_service({**env, "AGENT_ANSWER_TIMEOUT_SECONDS": "0.002"})
-    with LocalBrokerApi(service, auth=LocalAuth("hs256", SECRET)) as server:
-        session = start(server)
-
-        async def offer() -> Reply:
-            peer, sdp = await make_offer()
-            await peer.close()
-            return call(server.url, "POST", f"/sessions/{session}/api/offer", offer_body(sdp), token=ALICE)
-
-        expect_error(asyncio.run(offer()), 504, "agent_timeout")
+    expect_error(offer_through(build_service({**env, "AGENT_ANSWER_TIMEOUT_SECONDS": "0.002"})), 504, "agent_timeout")
 
 
 def test_no_credential_sdp_or_token_is_logged(api: LocalBrokerApi, caplog: pytest.LogCaptureFixture) -> None:
