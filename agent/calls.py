@@ -57,6 +57,8 @@ class Call:
 
     pc_id: str
     connection: SmallWebRTCConnection
+    aliases: set[str] = field(default_factory=set)
+    """The ``pc_id`` of every peer connection the call moved to with ``restart_pc``."""
 
     @property
     def peer(self) -> PeerConnection:
@@ -171,6 +173,11 @@ class CallManager:
 
     async def _renegotiate(self, offer: OfferRequest) -> dict[str, str]:
         call = self._call(offer.pc_id)
+        if offer.restart_pc:
+            # A restart builds a new peer connection, hence new TURN allocations: with fresh credentials.
+            # TURN servers refuse to refresh an allocation once its credentials have expired, so a
+            # peer restarts before they do to keep a long call's media flowing.
+            call.connection.ice_servers = await self._ice_servers()
         try:
             await call.peer.renegotiate(sdp=offer.sdp, type=offer.type, restart_pc=offer.restart_pc)
             answer = call.peer.get_answer()
@@ -178,6 +185,10 @@ class CallManager:
                 raise ValueError("no local description")
         except Exception as exc:
             raise PayloadError("invalid_sdp", f"the offer could not be renegotiated ({type(exc).__name__})") from exc
+        if answer["pc_id"] not in self._calls:
+            # Pipecat names a restarted peer connection anew; the peer trickles and renegotiates under it.
+            call.aliases.add(answer["pc_id"])
+            self._calls[answer["pc_id"]] = call
         logger.info("renegotiated call %s (restart=%s)", call.pc_id, offer.restart_pc)
         return dict(answer)
 
@@ -214,8 +225,9 @@ class CallManager:
         except Exception:
             logger.exception("call %s failed", call.pc_id)
         finally:
-            self._calls.pop(call.pc_id, None)
+            for pc_id in (call.pc_id, *call.aliases):
+                self._calls.pop(pc_id, None)
             await _close(call.peer)
             if self._on_end is not None:
                 self._on_end(call.pc_id)
-            logger.info("call %s over; %d calls active", call.pc_id, len(self._calls))
+            logger.info("call %s over; %d calls active", call.pc_id, len({id(c) for c in self._calls.values()}))

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from local.coturn import CoturnConfig
 from local.exceptions import LocalStackError
 from local.stack import LocalStack, StackConfig
 
@@ -57,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
         help="let the agent offer host candidates too (default: relay only, all media via coturn)",
     )
     parser.add_argument("--log-dir", type=Path, default=defaults.log_dir, help="where logs go (%(default)s)")
+    lifetimes = parser.add_argument_group("coturn lifetimes (shorten them to compress a long call in a test)")
+    lifetimes.add_argument("--turn-max-allocate-lifetime", type=int, metavar="SECONDS", help="coturn default 3600")
+    lifetimes.add_argument("--turn-permission-lifetime", type=int, metavar="SECONDS", help="coturn default 300")
+    lifetimes.add_argument("--turn-channel-lifetime", type=int, metavar="SECONDS", help="coturn default 600")
     return parser  # fmt: skip
 
 
@@ -71,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, "error: --channels must be between 1 and 1000\n")
     if not 30 <= args.ttl <= 86400:
         parser.exit(2, "error: --ttl must be between 30 and 86400\n")
+    for name in ("turn_max_allocate_lifetime", "turn_permission_lifetime", "turn_channel_lifetime"):
+        value = getattr(args, name)
+        if value is not None and not 30 <= value <= 86400:
+            parser.exit(2, f"error: --{name.replace('_', '-')} must be between 30 and 86400\n")
     args.log_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=logging.INFO,
@@ -93,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ttl_seconds=args.ttl,
         relay_only=not args.any_candidates,
         log_dir=args.log_dir,
+        coturn=CoturnConfig(
+            max_allocate_lifetime=args.turn_max_allocate_lifetime,
+            permission_lifetime=args.turn_permission_lifetime,
+            channel_lifetime=args.turn_channel_lifetime,
+        ),
     )
     stack = LocalStack(config)
     print("starting the KVS emulator, coturn, the agent and the broker API...", flush=True)

@@ -269,6 +269,39 @@ class Call:
         self.session_id: str | None = None
         self.pc_id: str | None = None
         self.offered_at = 0.0
+        self.restarts = 0
+        self._ice_servers: list[dict[str, Any]] = []
+
+    def _new_peer_connection(self) -> RTCPeerConnection:
+        servers = [RTCIceServer(**server) for server in self._ice_servers]
+        policy = RTCIceTransportPolicy.RELAY if self.relay_only else RTCIceTransportPolicy.ALL
+        return RTCPeerConnection(RTCConfiguration(iceServers=servers, iceTransportPolicy=policy))
+
+    async def _negotiate(self, *, restart: bool, timeout: float, retire: Peer | None = None) -> None:
+        """Offer (a new call, or ``restart_pc`` on this one), apply the answer, trickle, wait to connect.
+
+        ``retire`` (the connection a restart replaces) is closed once the agent has answered.
+        """
+        peer = self.peer
+        if peer is None:
+            raise RuntimeError("no peer")
+        offer = await peer.offer()
+        if self.relay_only and not peer.candidates:
+            raise TimeoutError("no relay candidate was gathered: is the TURN server up, and the credentials valid?")
+        self.offered_at = time.monotonic()
+        path = f"/sessions/{self.session_id}/api/offer"
+        answer = await self._api(
+            "POST", path, {**offer, "pc_id": self.pc_id if restart else None, "restart_pc": restart}
+        )
+        self.pc_id = answer["pc_id"]
+        if retire is not None:
+            await retire.close()
+        await peer.accept(answer)
+        await self._api("PATCH", path, {"pc_id": self.pc_id, "candidates": peer.candidates})
+        await peer.wait_for(lambda: peer.pc.connectionState in ("connected", "failed", "closed"), timeout,
+                            "the peer connection to connect")  # fmt: skip
+        if peer.pc.connectionState != "connected":
+            raise ConnectionError(f"the peer connection {peer.pc.connectionState} (ICE {peer.pc.iceConnectionState})")
 
     async def _api(self, method: str, path: str, body: object) -> Any:
         return await asyncio.to_thread(_request, self.base_url + path, method, body, self.token)
@@ -285,28 +318,54 @@ class Call:
         start = await self._api("POST", "/start", {"transport": "webrtc"})
         started = time.monotonic()
         self.session_id = start["sessionId"]
-        servers = [RTCIceServer(**server) for server in start["iceConfig"]["iceServers"]]
-        policy = RTCIceTransportPolicy.RELAY if self.relay_only else RTCIceTransportPolicy.ALL
-        self.peer = Peer(pc=RTCPeerConnection(RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)))
-        offer = await self.peer.offer()
-        if self.relay_only and not self.peer.candidates:
-            raise TimeoutError("no relay candidate was gathered: is the TURN server up, and the credentials valid?")
-        self.offered_at = time.monotonic()
-        path = f"/sessions/{self.session_id}/api/offer"
-        answer = await self._api("POST", path, {**offer, "pc_id": None, "restart_pc": False})
-        self.pc_id = answer["pc_id"]
-        await self.peer.accept(answer)
-        await self._api("PATCH", path, {"pc_id": self.pc_id, "candidates": self.peer.candidates})
-        peer = self.peer
-        await peer.wait_for(lambda: peer.pc.connectionState in ("connected", "failed", "closed"), timeout,
-                            "the peer connection to connect")  # fmt: skip
-        if peer.pc.connectionState != "connected":
-            raise ConnectionError(f"the peer connection {peer.pc.connectionState} (ICE {peer.pc.iceConnectionState})")
+        self._ice_servers = start["iceConfig"]["iceServers"]
+        self.peer = Peer(pc=self._new_peer_connection())
+        await self._negotiate(restart=False, timeout=timeout)
+        if self.peer is None:
+            raise RuntimeError("no peer")
         return CallTimes(
             start_seconds=started - began,
             connect_seconds=time.monotonic() - self.offered_at,
             selected_pair=self.peer.selected_pair(),
         )
+
+    def credentials_expire_at(self) -> float | None:
+        """When this call's TURN credentials expire (epoch seconds), from their ``<expiry>:<id>`` usernames."""
+        expiries = []
+        for server in self._ice_servers:
+            username = server.get("username") or ""
+            prefix = username.split(":", 1)[0]
+            if prefix.isdigit():
+                expiries.append(float(prefix))
+        return min(expiries, default=None)
+
+    async def restart(self, timeout: float = 30) -> float:
+        """Move the call to a new peer connection with fresh TURN credentials (Pipecat's ``restart_pc``).
+
+        TURN servers refuse to refresh an allocation once its credentials have expired, so a call that
+        outlives them must move to new allocations first. Returns how long the restart took.
+        """
+        if self.peer is None or self.session_id is None:
+            raise RuntimeError("connect() first")
+        began = time.monotonic()
+        fresh = await self._api("POST", "/start", {"transport": "webrtc"})  # only for its ICE servers
+        self._ice_servers = fresh["iceConfig"]["iceServers"]
+        old = self.peer
+        self.peer = Peer(pc=self._new_peer_connection(), track=old.track, received=old.received, messages=old.messages)
+        # The old connection stays up until the agent has answered: closing it first would look to the
+        # agent like the caller hanging up.
+        await self._negotiate(restart=True, timeout=timeout, retire=old)
+        self.restarts += 1
+        return time.monotonic() - began
+
+    async def keep_fresh(self, *, before_expiry: float = 10) -> None:
+        """Restart the call ``before_expiry`` seconds before its credentials expire, for as long as it runs."""
+        while True:
+            expires = self.credentials_expire_at()
+            if expires is None:
+                return
+            await asyncio.sleep(max(0.0, expires - before_expiry - time.time()))
+            await self.restart()
 
     async def say(self, text: str, *, timeout: float = 30) -> Exchange:
         """Wait for the agent to finish speaking, speak ``text``, and wait for its transcript and reply.
