@@ -71,6 +71,10 @@ async def run_bot(transport: BaseTransport, bot: BotPipeline, *, connect_timeout
     reason: list[EndReason] = []
 
     async def on_client_connected(_transport: Any, _client: Any) -> None:
+        if connected.is_set():
+            # A peer that restarts its connection (fresh TURN credentials) connects again: same call.
+            logger.info("peer reconnected (%s pipeline)", bot.name)
+            return
         connected.set()
         logger.info("peer connected (%s pipeline)", bot.name)
         if bot.opening_frames:

@@ -128,3 +128,53 @@ def test_the_prebuilt_ui_opens_in_chromium(stack: RunningStack, browser: Browser
     finally:
         screenshot(page, "prebuilt-ui.png")
         page.close()
+
+
+@pytest.fixture(scope="module")
+def short_lived_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    # Credentials live 30 s, coturn's allocations 60 s: a call past 60 s needs refreshed credentials.
+    lifetimes = ["--turn-max-allocate-lifetime=60", "--turn-permission-lifetime=60", "--turn-channel-lifetime=60"]
+    with running_stack(tmp_path_factory.mktemp("logs"), "--ttl=30", *lifetimes) as running:
+        yield running
+
+
+NEWEST_CONNECTION = """async () => {
+  const pc = window.__peerConnections[window.__peerConnections.length - 1];
+  let inbound = 0;
+  (await pc.getStats()).forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "audio") inbound += r.bytesReceived;
+  });
+  const microphone = pc.getSenders().find((s) => s.track && s.track.kind === "audio");
+  return {state: pc.connectionState, inbound, microphone: microphone ? microphone.track.readyState : "none"};
+}"""
+
+
+def test_a_browser_call_outlives_its_turn_credentials(short_lived_stack: RunningStack, browser: Browser) -> None:
+    page = browser.new_page()
+    page.add_init_script(CAPTURE_PEER_CONNECTIONS)
+    try:
+        page.goto(f"{short_lived_stack.url}/offline/")
+        page.get_by_role("button", name="Connect", exact=True).click()
+        page.wait_for_function(
+            "window.__peerConnections.some((pc) => pc.connectionState === 'connected')", timeout=30_000
+        )
+        page.wait_for_timeout(80_000)  # past the 60 s allocation lifetime, with refreshes every ~20 s
+        log = page.inner_text("#log")
+        assert log.count("refreshed TURN credentials") >= 3
+        assert "credential refresh failed" not in log
+        # After the last refresh the agent still hears the microphone and answers.
+        page.wait_for_function(
+            "document.getElementById('log').textContent.split('refreshed TURN credentials').pop()"
+            ".includes('you: how are you')",
+            timeout=20_000,
+        )
+        first = page.evaluate(NEWEST_CONNECTION)
+        page.wait_for_timeout(3000)
+        second = page.evaluate(NEWEST_CONNECTION)
+        print(f"\nbrowser long call: {log.count('refreshed TURN credentials')} refreshes, newest connection {second}")
+        assert second["state"] == "connected" and second["microphone"] == "live"
+        assert second["inbound"] > first["inbound"]  # the agent's audio is still arriving
+        assert log.count("Hello! How can I help you today?") <= 1  # the greeting is not replayed on restarts
+    finally:
+        screenshot(page, "local-long-call.png")
+        page.close()
