@@ -91,15 +91,18 @@ def screenshot(page: Any, name: str) -> Path:
     return path
 
 
+def call_from_offline_page(page: Any, url: str) -> None:
+    """Open the offline page, click Connect, and wait until its peer connection is up."""
+    page.add_init_script(CAPTURE_PEER_CONNECTIONS)
+    page.goto(f"{url}/offline/")
+    page.get_by_role("button", name="Connect", exact=True).click()
+    page.wait_for_function("window.__peerConnections.some((pc) => pc.connectionState === 'connected')", timeout=30_000)
+
+
 def test_chromium_calls_the_agent_and_receives_its_audio(stack: RunningStack, browser: Browser) -> None:
     page = browser.new_page()
-    page.add_init_script(CAPTURE_PEER_CONNECTIONS)
     try:
-        page.goto(f"{stack.url}/offline/")
-        page.get_by_role("button", name="Connect", exact=True).click()
-        page.wait_for_function(
-            "window.__peerConnections.some((pc) => pc.connectionState === 'connected')", timeout=30_000
-        )
+        call_from_offline_page(page, stack.url)
         # The fake microphone says "how are you"; the agent hears it and answers through the relay.
         page.wait_for_function(
             "document.getElementById('log').textContent.includes('you: how are you')", timeout=30_000
@@ -151,13 +154,8 @@ NEWEST_CONNECTION = """async () => {
 
 def test_a_browser_call_outlives_its_turn_credentials(short_lived_stack: RunningStack, browser: Browser) -> None:
     page = browser.new_page()
-    page.add_init_script(CAPTURE_PEER_CONNECTIONS)
     try:
-        page.goto(f"{short_lived_stack.url}/offline/")
-        page.get_by_role("button", name="Connect", exact=True).click()
-        page.wait_for_function(
-            "window.__peerConnections.some((pc) => pc.connectionState === 'connected')", timeout=30_000
-        )
+        call_from_offline_page(page, short_lived_stack.url)
         page.wait_for_timeout(80_000)  # past the 60 s allocation lifetime, with refreshes every ~20 s
         log = page.inner_text("#log")
         assert log.count("refreshed TURN credentials") >= 3
