@@ -7,6 +7,7 @@ run, so the credentials the broker and the agent get from the emulator allocate 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -106,18 +107,12 @@ class LocalStack:
     def __init__(self, config: StackConfig | None = None) -> None:
         self.config = config or StackConfig()
         self.secret = secrets.token_urlsafe(24)
-        base = self.config.coturn or CoturnConfig()
         self.coturn = Coturn(
-            CoturnConfig(
+            dataclasses.replace(
+                self.config.coturn or CoturnConfig(),
                 host="127.0.0.1",
                 port=self.config.turn_port,
                 secret=self.secret,
-                realm=base.realm,
-                min_port=base.min_port,
-                max_port=base.max_port,
-                permission_lifetime=base.permission_lifetime,
-                channel_lifetime=base.channel_lifetime,
-                max_allocate_lifetime=base.max_allocate_lifetime,
                 log_dir=self.config.log_dir,
             )
         )
