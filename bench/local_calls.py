@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,20 +25,13 @@ from typing import Any
 
 from bench.emulator_process import ROOT
 from local.call_client import Call
-
-
-def _free_port() -> int:
-    with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        tcp.bind(("127.0.0.1", 0))
-        port = int(tcp.getsockname()[1])
-        udp.bind(("127.0.0.1", port))
-        return port
+from local.coturn import free_port
 
 
 @contextmanager
 def local_system(channels: int) -> Iterator[str]:
     """Run ``python -m local`` until the block ends; yield its URL."""
-    ports = [_free_port() for _ in range(4)]
+    ports = [free_port() for _ in range(4)]
     with tempfile.TemporaryDirectory(prefix="bench-local-") as logs:
         process = subprocess.Popen(
             [sys.executable, "-m", "local", f"--port={ports[0]}", f"--kvs-port={ports[1]}", f"--turn-port={ports[2]}",

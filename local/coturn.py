@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -116,6 +117,22 @@ def ensure_port_free(host: str, port: int, what: str) -> None:
                 raise LocalStackError(
                     f"port {port} on {host} is already in use; {what} needs it (stop what uses it or pick another port)"
                 ) from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a port free for both TCP and UDP on ``host`` (TURN and the agent need both kinds).
+
+    Raises:
+        LocalStackError: None was found in 200 tries.
+    """
+    for _ in range(200):
+        port = random.randint(20000, 40000)  # below Linux's ephemeral range, so clients do not take it
+        try:
+            ensure_port_free(host, port, "a free-port probe")
+        except LocalStackError:
+            continue
+        return port
+    raise LocalStackError(f"no port free for both TCP and UDP on {host} after 200 tries")
 
 
 class Coturn:

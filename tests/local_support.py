@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import signal
 import subprocess
 import sys
@@ -15,22 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from local.coturn import ensure_port_free
+from local.coturn import ensure_port_free, free_port
 from local.exceptions import LocalStackError
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def free_port() -> int:
-    """A port free for both TCP and UDP on loopback."""
-    for _ in range(200):
-        port = random.randint(20000, 40000)
-        try:
-            ensure_port_free("127.0.0.1", port, "test")
-        except LocalStackError:
-            continue
-        return port
-    raise RuntimeError("no free port")
+__all__ = ["ROOT", "RunningStack", "children", "free_port", "port_freed", "rss_high_water_kib", "running_stack"]
 
 
 @dataclass
