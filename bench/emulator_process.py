@@ -11,17 +11,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from local import OFFLINE_AWS_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 
-DUMMY_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "AKIDLOCALBENCH00000",
-    "AWS_SECRET_ACCESS_KEY": "local-bench-secret",
-    "AWS_REGION": "us-east-1",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_CONFIG_FILE": "/dev/null",
-    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
+DUMMY_AWS_ENV = {**OFFLINE_AWS_ENV, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 @dataclass(frozen=True)

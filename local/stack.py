@@ -28,6 +28,7 @@ from broker.api.config import build_service
 from broker.config import BrokerConfig
 from broker.core import IceBroker
 from broker.kvs import DEFAULT_CLIENT_CONFIG, KvsSignaling
+from local import OFFLINE_AWS_ENV
 from local.broker_api import HEALTH_PATH, LocalAuth, LocalBrokerApi
 from local.coturn import Coturn, CoturnConfig, ensure_port_free
 from local.exceptions import LocalStackError
@@ -37,7 +38,6 @@ from local.process import die_with_parent
 
 logger = logging.getLogger(__name__)
 
-LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 SYSTEM_COMMANDS = {"turnserver": "coturn", "espeak-ng": "espeak-ng"}
 """Commands local mode runs, and the Debian package of each."""
 
@@ -132,13 +132,10 @@ class LocalStack:
         assert self.emulator is not None  # noqa: S101 (start() sets it first)
         margin = str(min(30, self.config.ttl_seconds // 3))
         return {
-            **LOCAL_CREDENTIALS,
+            **OFFLINE_AWS_ENV,
             "AWS_REGION": self.emulator.config.region,
             "AWS_DEFAULT_REGION": self.emulator.config.region,  # what botocore itself reads
             "AWS_ENDPOINT_URL_KINESIS_VIDEO": self.emulator.url,
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-            "AWS_EC2_METADATA_DISABLED": "true",
             "TURN_CHANNEL_ARNS": ",".join(channel_arns),
             # Short local TTLs (a long-call test uses 30 s) still leave usable credentials.
             "TURN_TTL_MARGIN_SECONDS": margin,
@@ -201,8 +198,8 @@ class LocalStack:
         assert self.emulator is not None  # noqa: S101 (start() sets it first)
         region = self.emulator.config.region
         session = boto3.session.Session(
-            aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            aws_access_key_id=OFFLINE_AWS_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=OFFLINE_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
             region_name=region,
         )
         control = session.client("kinesisvideo", endpoint_url=self.emulator.url, config=DEFAULT_CLIENT_CONFIG)

@@ -9,17 +9,10 @@ import pytest
 
 from broker.config import BrokerConfig
 from broker.core import IceBroker
+from local import OFFLINE_AWS_ENV
 from local.kvs_emulator import EmulatorConfig, KvsEmulator
 
-DUMMY_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "AKIDLOCALTESTING000",
-    "AWS_SECRET_ACCESS_KEY": "local-testing-secret",
-    "AWS_REGION": "us-east-1",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_CONFIG_FILE": "/dev/null",
-    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
+DUMMY_AWS_ENV = {**OFFLINE_AWS_ENV, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 @pytest.fixture
