@@ -74,9 +74,13 @@ def parse_event_stream(lines: Iterable[bytes]) -> Iterator[Event]:
         yield event
 
 
-def _events_from_body(content_type: str, lines: Iterable[bytes]) -> Iterator[Event]:
+def _events_from_body(content_type: str, lines: Iterable[bytes], *, deadline: float, timeout: float) -> Iterator[Event]:
+    """The agent's events, stopping with :class:`AgentTimeoutError` once past ``deadline`` (monotonic)."""
     if content_type.startswith("text/event-stream"):
-        yield from parse_event_stream(lines)
+        for event in parse_event_stream(lines):
+            yield event
+            if time.monotonic() > deadline:
+                raise AgentTimeoutError(f"the agent did not finish within {timeout:g} s")
         return
     # A non-streaming answer is one JSON value: an event, or an error body.
     body = b"".join(lines)
@@ -129,10 +133,7 @@ class HttpAgentInvoker:
                 raise AgentError(f"the agent answered HTTP {response.status}")
             content_type = response.getheader("Content-Type", "")
             try:
-                for event in _events_from_body(content_type, response):
-                    yield event
-                    if time.monotonic() > deadline:
-                        raise AgentTimeoutError(f"the agent did not finish within {timeout:g} s")
+                yield from _events_from_body(content_type, response, deadline=deadline, timeout=timeout)
             except TimeoutError as exc:
                 raise AgentTimeoutError(f"the agent stopped answering for {timeout:g} s") from exc
             except (OSError, http.client.HTTPException) as exc:
@@ -190,10 +191,8 @@ class AgentCoreInvoker:
         try:
             answer = self._client.invoke_agent_runtime(**request)
             body = answer["response"]
-            for event in _events_from_body(str(answer.get("contentType", "")), body.iter_lines()):
-                yield event
-                if time.monotonic() > deadline:
-                    raise AgentTimeoutError(f"the agent did not finish within {timeout:g} s")
+            content_type = str(answer.get("contentType", ""))
+            yield from _events_from_body(content_type, body.iter_lines(), deadline=deadline, timeout=timeout)
         except ReadTimeoutError as exc:
             raise AgentTimeoutError("the agent runtime stopped answering") from exc
         except ClientError as exc:
