@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -29,7 +30,7 @@ logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
 
 
-def tracing_active(env: dict[str, str] | os._Environ[str]) -> bool:
+def tracing_active(env: Mapping[str, str]) -> bool:
     """Whether X-Ray active tracing is on for this function (and not turned off for Powertools)."""
     return bool(env.get("AWS_XRAY_DAEMON_ADDRESS")) and env.get("POWERTOOLS_TRACE_DISABLED", "").lower() != "true"
 
