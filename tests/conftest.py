@@ -12,7 +12,12 @@ from broker.core import IceBroker
 from local import OFFLINE_AWS_ENV
 from local.kvs_emulator import EmulatorConfig, KvsEmulator
 
-DUMMY_AWS_ENV = {**OFFLINE_AWS_ENV, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
+DUMMY_AWS_ENV = {
+    **OFFLINE_AWS_ENV,
+    "AWS_ACCESS_KEY_ID": "AKIDLOCALTESTING000",  # recognisable in assertions and request logs
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 @pytest.fixture
