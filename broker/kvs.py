@@ -1,4 +1,4 @@
-"""The two KVS calls the broker makes, with endpoints cached and boto3 clients created once."""
+"""The two KVS calls the broker makes, with endpoints cached and botocore clients created once."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
@@ -57,14 +57,14 @@ def _wrap(exc: Exception, *, channel_arn: str, operation: str) -> KvsError:
 class KvsSignaling:
     """Calls ``GetSignalingChannelEndpoint`` (cached per channel) and ``GetIceServerConfig``.
 
-    Thread-safe. boto3 clients cost tens of milliseconds to create, so the control-plane client is
+    Thread-safe. botocore clients cost tens of milliseconds to create, so the control-plane client is
     created once and one signaling client per endpoint URL is kept for the life of the object.
 
     Args:
         region: AWS region of the channels.
         control_client: A ``kinesisvideo`` client to use (tests point one at the local emulator);
             by default one is created, honouring ``AWS_ENDPOINT_URL_KINESIS_VIDEO``.
-        session: The boto3 session that creates clients (default: a new one).
+        session: The botocore session that creates clients (default: a new one).
         client_config: botocore config for the clients (default: standard retries, short timeouts).
         endpoint_cache_seconds: How long an endpoint is cached.
         clock: Monotonic clock for the cache.
@@ -75,16 +75,18 @@ class KvsSignaling:
         *,
         region: str,
         control_client: Any | None = None,
-        session: boto3.session.Session | None = None,
+        session: botocore.session.Session | None = None,
         client_config: Config | None = None,
         endpoint_cache_seconds: float = 6 * 3600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._region = region
-        self._session = session or boto3.session.Session(region_name=region)
+        self._session = session or botocore.session.Session()
         self._config = client_config or DEFAULT_CLIENT_CONFIG
         self._lock = threading.Lock()
-        self._control = control_client or self._session.client("kinesisvideo", region_name=region, config=self._config)
+        self._control = control_client or self._session.create_client(
+            "kinesisvideo", region_name=region, config=self._config
+        )
         self._endpoints: TTLCache[str, str] = TTLCache(maxsize=100_000, ttl=endpoint_cache_seconds, timer=clock)
         self._signaling_clients: dict[str, Any] = {}
         self.endpoint_lookups = 0
@@ -131,7 +133,7 @@ class KvsSignaling:
         with self._lock:
             client = self._signaling_clients.get(endpoint_url)
             if client is None:
-                client = self._session.client(
+                client = self._session.create_client(
                     "kinesis-video-signaling",
                     region_name=self._region,
                     endpoint_url=endpoint_url,

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-import boto3
+import botocore.session
 
 from broker.api.config import build_service
 from broker.config import BrokerConfig
@@ -197,12 +197,11 @@ class LocalStack:
         """The broker's KVS clients, pointed at the emulator explicitly: this process's environment is left alone."""
         assert self.emulator is not None  # noqa: S101 (start() sets it first)
         region = self.emulator.config.region
-        session = boto3.session.Session(
-            aws_access_key_id=OFFLINE_AWS_ENV["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=OFFLINE_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
-            region_name=region,
+        session = botocore.session.Session()
+        session.set_credentials(OFFLINE_AWS_ENV["AWS_ACCESS_KEY_ID"], OFFLINE_AWS_ENV["AWS_SECRET_ACCESS_KEY"])
+        control = session.create_client(
+            "kinesisvideo", region_name=region, endpoint_url=self.emulator.url, config=DEFAULT_CLIENT_CONFIG
         )
-        control = session.client("kinesisvideo", endpoint_url=self.emulator.url, config=DEFAULT_CLIENT_CONFIG)
         config = BrokerConfig.from_env(self.env)
         kvs = KvsSignaling(region=region, session=session, control_client=control)
         return IceBroker(config, kvs=kvs)

@@ -1,6 +1,6 @@
 """How the broker reaches the agent: one interface, two implementations.
 
-- :class:`AgentCoreInvoker`: ``InvokeAgentRuntime`` through boto3 (``bedrock-agentcore``), in AWS.
+- :class:`AgentCoreInvoker`: ``InvokeAgentRuntime`` through botocore (``bedrock-agentcore``), in AWS.
 - :class:`HttpAgentInvoker`: ``POST /invocations`` on a local agent, in local mode.
 
 Both send ``{"type": ..., "data": ...}`` with the session id as the AgentCore session header and yield
@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 
@@ -151,13 +151,13 @@ AGENTCORE_CLIENT_CONFIG = Config(
 
 
 class AgentCoreInvoker:
-    """Invokes the agent through ``InvokeAgentRuntime`` (boto3 ``bedrock-agentcore``).
+    """Invokes the agent through ``InvokeAgentRuntime`` (botocore ``bedrock-agentcore``).
 
     Args:
         runtime_arn: The agent runtime's ARN.
         qualifier: Endpoint name or version (default: the runtime's default endpoint).
         client: A ``bedrock-agentcore`` client (tests point one at a local shim); created once by default.
-        session: The boto3 session that creates the client (default: a new one).
+        session: The botocore session that creates the client (default: a new one).
         read_timeout: Seconds of silence after which a streamed response counts as stalled.
     """
 
@@ -167,12 +167,12 @@ class AgentCoreInvoker:
         *,
         qualifier: str | None = None,
         client: Any | None = None,
-        session: boto3.session.Session | None = None,
+        session: botocore.session.Session | None = None,
         read_timeout: float = 20.0,
     ) -> None:
         self._arn = runtime_arn
         self._qualifier = qualifier
-        self._client = client or (session or boto3.session.Session()).client(
+        self._client = client or (session or botocore.session.Session()).create_client(
             "bedrock-agentcore", config=AGENTCORE_CLIENT_CONFIG.merge(Config(read_timeout=read_timeout))
         )
 
