@@ -1,4 +1,4 @@
-"""The Lambda adapter: API Gateway HTTP API events in, with real boto3 for KVS and AgentCore.
+"""The Lambda adapter: API Gateway HTTP API events in, with real botocore clients for KVS and AgentCore.
 
 KVS is the emulator; AgentCore is a loopback shim in front of the real agent, reached by the real
 ``bedrock-agentcore`` client. Everything the function prints (Powertools logs and EMF metrics) is
@@ -8,9 +8,12 @@ captured, parsed and scanned.
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import io
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import redirect_stdout
@@ -26,7 +29,7 @@ from broker.telemetry import METRICS_NAMESPACE, SERVICE_NAME, MetricName
 from local.broker_api import http_api_event
 from local.kvs_emulator import EmulatorConfig, KvsEmulator
 from tests.agentcore_shim import AgentCoreShim
-from tests.api_support import agent_process
+from tests.api_support import ROOT, agent_process
 from tests.conftest import DUMMY_AWS_ENV
 from tests.test_broker_api import make_offer, offer_body
 
@@ -49,6 +52,13 @@ class Deployment:
     stdout: io.StringIO  # what the function printed: its JSON logs and EMF metrics
 
 
+def forget_handler_modules() -> None:
+    """Drop the function's modules, so the next import initialises it again as a new environment would."""
+    for name in ("broker.lambda_handler", "broker.lambda_app"):
+        sys.modules.pop(name, None)
+    gc.unfreeze()  # what the entry point froze is this test process's, not a Lambda's
+
+
 @pytest.fixture(scope="module")
 def deployment() -> Iterator[Deployment]:
     with (
@@ -69,12 +79,12 @@ def deployment() -> Iterator[Deployment]:
             "AWS_LAMBDA_FUNCTION_NAME": "broker",
         }.items():
             patch.setenv(name, value)
-        sys.modules.pop("broker.lambda_handler", None)
+        forget_handler_modules()
         stdout = io.StringIO()
         with redirect_stdout(stdout):  # the Logger binds its stream at import, as in Lambda
             module = importlib.import_module("broker.lambda_handler")
         yield Deployment(module, shim, stdout)
-        sys.modules.pop("broker.lambda_handler", None)
+        forget_handler_modules()
 
 
 def invoke(deployment: Deployment, method: str, path: str, body: object, subject: str | None) -> dict[str, Any]:
@@ -178,3 +188,42 @@ def test_the_session_key_comes_from_the_secret_the_stack_names() -> None:
         session_key({})
     with pytest.raises(ConfigurationError, match="32 bytes"):
         session_key({"SESSION_SIGNING_KEY": "short"})
+
+
+INIT_PROBE = """
+import gc, json, sys
+import broker  # the package alone: cheap, and botocore is not loaded yet
+loaded_early = "botocore" in sys.modules
+collections = []
+gc.callbacks.append(lambda phase, info: phase == "start" and collections.append(info["generation"]))
+import broker.lambda_handler
+print(json.dumps({
+    "collections": len(collections),
+    "enabled": gc.isenabled(),
+    "frozen": gc.get_freeze_count(),
+    "loaded_early": loaded_early,
+    "modules": sorted(name for name in sys.modules if name.split(".")[0] in {"boto3", "s3transfer"}),
+}))
+"""
+
+
+def test_initialisation_runs_without_collections_and_leaves_the_collector_on() -> None:
+    """A fresh interpreter imports the entry point as Lambda does: no collection, then everything frozen."""
+    env = {
+        **DUMMY_AWS_ENV,
+        "PATH": os.environ["PATH"],
+        "TURN_CHANNEL_ARNS": "arn:aws:kinesisvideo:us-east-1:123456789012:channel/turn-pool-0/1700000000000",
+        "AGENT_INVOKER": "agentcore",
+        "AGENT_RUNTIME_ARN": RUNTIME_ARN,
+        "SESSION_SIGNING_KEY": SESSION_KEY,
+        "AWS_LAMBDA_FUNCTION_NAME": "broker",
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", INIT_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=60
+    )
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["loaded_early"] is False
+    assert report["collections"] == 0
+    assert report["enabled"] is True
+    assert report["frozen"] > 50_000  # the clients, models and classes made at initialisation
+    assert report["modules"] == []  # botocore alone: boto3 would bring s3transfer into every cold start
