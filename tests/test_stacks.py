@@ -25,6 +25,7 @@ from cfnlint.api import ManualArgs, lint_file
 from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
+from broker.services import AWS_SERVICES
 from broker.sizing import channel_count
 from broker.telemetry import METRICS_NAMESPACE, SERVICE_DIMENSION, SERVICE_NAME, MetricName
 from stacks.builder import build_app
@@ -456,6 +457,11 @@ def test_broker_bundle_holds_the_broker_package_and_its_dependencies(default_app
     pyc = next((bundle / "broker" / "__pycache__").glob("lambda_handler.cpython-312.pyc"))
     assert int.from_bytes(pyc.read_bytes()[4:8], "little") == 0b01  # hash-based, unchecked
     assert list((bundle / "pydantic" / "__pycache__").glob("*.cpython-312.pyc"))
+    # botocore, not boto3, and botocore's data for the services the broker calls only.
+    assert not (bundle / "boto3").exists() and not (bundle / "s3transfer").exists()
+    data = bundle / "botocore" / "data"
+    assert {entry.name for entry in data.iterdir() if entry.is_dir()} == set(AWS_SERVICES)
+    assert (data / "endpoints.json").is_file() and (data / "partitions.json").is_file()
 
 
 def test_broker_may_invoke_only_this_agent_runtime(default_app: Synthesized) -> None:
