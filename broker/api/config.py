@@ -95,7 +95,7 @@ def build_service(
         max_body_bytes=int(_number(env, "API_MAX_BODY_BYTES", ApiSettings.max_body_bytes)),
     )
     # One botocore session for every client: each session loads botocore's data files again. botocore,
-    # not boto3: boto3 adds nothing the broker uses and its import pulls in s3transfer (~20 ms of cold start).
+    # not boto3: boto3 adds nothing the broker uses and its import pulls in s3transfer (~14 ms of cold start).
     session = botocore.session.Session()
     if ice is None:
         config = BrokerConfig.from_env(env)
