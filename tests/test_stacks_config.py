@@ -167,3 +167,17 @@ def test_lambda_requirements_are_all_pinned() -> None:
     names = {line.split("==")[0].lower() for line in requirements}
     assert {"aws-lambda-powertools", "cachetools", "botocore", "pydantic"} <= names
     assert not {"boto3", "s3transfer"} & names  # the broker uses botocore alone (see the file's comment)
+
+
+def pins(path: Path) -> dict[str, str]:
+    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    return dict(line.lower().split("==", 1) for line in lines if "==" in line)
+
+
+def test_the_lambda_runs_the_versions_the_tests_run() -> None:
+    """Every package the Lambda bundles that the project also installs is pinned to the same version."""
+    bundled = pins(BROKER_DIRECTORY / "requirements-lambda.txt")
+    installed = pins(BROKER_DIRECTORY.parent / "requirements.txt")
+    shared = bundled.keys() & installed.keys()
+    assert {"aws-lambda-powertools", "botocore", "pydantic", "aws-xray-sdk", "cachetools"} <= shared
+    assert {name: bundled[name] for name in shared} == {name: installed[name] for name in shared}
