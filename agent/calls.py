@@ -21,6 +21,7 @@ from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from agent.exceptions import PayloadError
 from agent.ice import IceServerProvider
 from agent.payloads import CandidatesRequest, OfferRequest
+from broker.ice import candidate_types
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +169,10 @@ class CallManager:
         if self._on_start is not None:
             self._on_start(call.pc_id)
         call.task = asyncio.create_task(self._run(call, run_call), name=f"call-{call.pc_id}")
-        logger.info("answered call %s with %d ICE servers", call.pc_id, len(servers))
+        kinds = candidate_types(answer["sdp"])
+        logger.info("answered call %s with %d ICE servers, candidates %s", call.pc_id, len(servers), kinds or "none")
+        if self._relay_only and "relay" not in kinds:
+            logger.warning("call %s gathered no relay candidate: its TURN allocation failed or timed out", call.pc_id)
         return dict(answer)
 
     async def _renegotiate(self, offer: OfferRequest) -> dict[str, str]:

@@ -96,3 +96,13 @@ def servers_from_kvs(
         servers.append(IceServer(urls=urls, username=entry.get("Username"), credential=entry.get("Password")))
         ttls.append(float(entry.get("Ttl", 0)))
     return tuple(servers), min(ttls, default=0.0)
+
+
+def candidate_types(sdp: str) -> dict[str, int]:
+    """Count the ICE candidates of an SDP by type (``host``, ``srflx``, ``relay``...)."""
+    kinds: dict[str, int] = {}
+    for line in sdp.splitlines():
+        if line.startswith("a=candidate:") and " typ " in line:
+            kind = line.split(" typ ", 1)[1].split(" ", 1)[0]
+            kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds

@@ -37,6 +37,8 @@ from aiortc import (
 )
 from av import AudioFrame
 
+from broker.ice import candidate_types
+
 PEER_RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms at 48 kHz
 SPEECH_RMS = 200.0
@@ -301,7 +303,11 @@ class Call:
         await peer.wait_for(lambda: peer.pc.connectionState in ("connected", "failed", "closed"), timeout,
                             "the peer connection to connect")  # fmt: skip
         if peer.pc.connectionState != "connected":
-            raise ConnectionError(f"the peer connection {peer.pc.connectionState} (ICE {peer.pc.iceConnectionState})")
+            remote = candidate_types(answer["sdp"])
+            raise ConnectionError(
+                f"the peer connection {peer.pc.connectionState} (ICE {peer.pc.iceConnectionState}; the agent's "
+                f"candidates: {remote or 'none'}; ours: {len(peer.candidates)})"
+            )
 
     async def _api(self, method: str, path: str, body: object) -> Any:
         return await asyncio.to_thread(_request, self.base_url + path, method, body, self.token)

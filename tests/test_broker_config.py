@@ -6,7 +6,7 @@ import pytest
 
 from broker.config import BrokerConfig
 from broker.exceptions import ConfigurationError
-from broker.ice import IceServer, servers_from_kvs, uri_transport
+from broker.ice import IceServer, candidate_types, servers_from_kvs, uri_transport
 
 ARN = "arn:aws:kinesisvideo:eu-west-1:123456789012:channel/turn-pool-0/1700000000000"
 ARN2 = "arn:aws:kinesisvideo:eu-west-1:123456789012:channel/turn-pool-1/1700000000001"
@@ -102,3 +102,15 @@ def test_repr_never_shows_credentials() -> None:
     assert "hunter2" not in repr(server)
     assert "1700000300:user" not in repr(server)
     assert server.to_dict() == {"urls": ["turn:a:443"], "username": "1700000300:user", "credential": "hunter2"}
+
+
+def test_candidate_types_counts_the_candidates_of_an_sdp_by_type() -> None:
+    sdp = (
+        "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+        "a=candidate:1 1 udp 2130706431 10.0.0.2 50000 typ host\r\n"
+        "a=candidate:2 1 udp 16777215 203.0.113.9 49170 typ relay raddr 0.0.0.0 rport 0\r\n"
+        "a=candidate:3 1 udp 16777215 203.0.113.9 49172 typ relay raddr 0.0.0.0 rport 0\r\n"
+        "a=end-of-candidates\r\n"
+    )
+    assert candidate_types(sdp) == {"host": 1, "relay": 2}
+    assert candidate_types("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n") == {}
