@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
         help="let the agent offer host candidates too (default: relay only, all media via coturn)",
     )
     parser.add_argument("--log-dir", type=Path, default=defaults.log_dir, help="where logs go (%(default)s)")
+    parser.add_argument(
+        "--turn-verbose", action="store_true", help="coturn logs every allocation and error (to debug a call)"
+    )
     lifetimes = parser.add_argument_group("coturn lifetimes (shorten them to compress a long call in a test)")
     lifetimes.add_argument("--turn-max-allocate-lifetime", type=int, metavar="SECONDS", help="coturn default 3600")
     lifetimes.add_argument("--turn-permission-lifetime", type=int, metavar="SECONDS", help="coturn default 300")
@@ -106,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_allocate_lifetime=args.turn_max_allocate_lifetime,
             permission_lifetime=args.turn_permission_lifetime,
             channel_lifetime=args.turn_channel_lifetime,
+            verbose=args.turn_verbose,
         ),
     )
     stack = LocalStack(config)

@@ -46,6 +46,7 @@ class CoturnConfig:
         channel_lifetime: Seconds a channel binding lasts (coturn default 600).
         max_allocate_lifetime: Longest allocation lifetime in seconds (coturn default 3600).
         log_dir: Where coturn's log goes (a temporary directory by default).
+        verbose: Log every allocation, permission and error (coturn's ``--verbose``), not just start-up.
     """
 
     host: str = "127.0.0.1"
@@ -58,6 +59,7 @@ class CoturnConfig:
     channel_lifetime: int | None = None
     max_allocate_lifetime: int | None = None
     log_dir: Path | None = None
+    verbose: bool = False
 
     @property
     def uris(self) -> tuple[str, ...]:
@@ -174,6 +176,8 @@ class Coturn:
             "--simple-log",
             "--no-stdout-log",
         ]
+        if c.verbose:
+            command.append("--verbose")
         for flag, value in (
             ("--permission-lifetime", c.permission_lifetime),
             ("--channel-lifetime", c.channel_lifetime),

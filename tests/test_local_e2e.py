@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     # 8 channels: 20 calls at once make 40 GetIceServerConfig calls (browser + agent each).
-    with running_stack(tmp_path_factory.mktemp("logs"), "--channels=8") as running:
+    # coturn's verbose log says what happened to each allocation if a call ever fails here.
+    with running_stack(tmp_path_factory.mktemp("logs"), "--channels=8", "--turn-verbose") as running:
         yield running
 
 
@@ -75,7 +76,10 @@ def test_twenty_concurrent_calls_all_connect_through_coturn(stack: RunningStack)
         return list(await asyncio.gather(*(one() for _ in range(20))))
 
     started = time.monotonic()
-    connect = sorted(asyncio.run(asyncio.wait_for(all_calls(), 180)))
+    try:
+        connect = sorted(asyncio.run(asyncio.wait_for(all_calls(), 180)))
+    except (ConnectionError, TimeoutError) as exc:
+        raise AssertionError(f"{exc}; the stack's logs (coturn verbose): {stack.log_dir}") from exc
     elapsed = time.monotonic() - started
     pids = [stack.process.pid, *children(stack.process.pid)]
     peak_mib = sum(rss_high_water_kib(pid) for pid in pids) / 1024
