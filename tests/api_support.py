@@ -10,13 +10,29 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import DUMMY_AWS_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
+RUNTIME_ARN = "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/voice_agent-AbCdEf1234"
+SESSION_KEY = "lambda-session-signing-key-0123456789abcdef"
+
+
+def lambda_env(channel_arns: Iterable[str]) -> dict[str, str]:
+    """The broker Lambda's environment as the stack sets it, with dummy credentials and a literal session key."""
+    return {
+        **DUMMY_AWS_ENV,
+        "TURN_CHANNEL_ARNS": ",".join(channel_arns),
+        "AGENT_INVOKER": "agentcore",
+        "AGENT_RUNTIME_ARN": RUNTIME_ARN,
+        "SESSION_SIGNING_KEY": SESSION_KEY,
+        "AWS_LAMBDA_FUNCTION_NAME": "broker",
+    }
 
 
 def free_tcp_port() -> int:

@@ -21,8 +21,7 @@ import pytest
 from broker.services import AWS_SERVICES
 from local.kvs_emulator import EmulatorConfig, KvsEmulator
 from stacks.lambda_bundle import BundlingError, keep_botocore_services
-from tests.api_support import ROOT
-from tests.conftest import DUMMY_AWS_ENV
+from tests.api_support import ROOT, lambda_env
 
 
 def created_clients(directory: Path) -> list[ast.expr]:
@@ -99,15 +98,10 @@ def test_the_function_runs_from_the_trimmed_botocore(trimmed_site: Path, tracing
     with KvsEmulator(EmulatorConfig(port=0)) as kvs, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as daemon:
         daemon.bind(("127.0.0.1", 0))  # where the SDK sends its segments: a loopback socket nobody reads
         env = {
-            **DUMMY_AWS_ENV,
+            **lambda_env(kvs.create_channels(2)),
             "PATH": os.environ["PATH"],
             "PYTHONPATH": os.pathsep.join((str(trimmed_site), str(ROOT))),  # the trimmed copy comes first
             "AWS_ENDPOINT_URL_KINESIS_VIDEO": kvs.url,
-            "TURN_CHANNEL_ARNS": ",".join(kvs.create_channels(2)),
-            "AGENT_INVOKER": "agentcore",
-            "AGENT_RUNTIME_ARN": "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/voice_agent-AbCdEf1234",
-            "SESSION_SIGNING_KEY": "bundle-session-signing-key-0123456789abcdef",
-            "AWS_LAMBDA_FUNCTION_NAME": "broker",
             **(
                 {"AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{daemon.getsockname()[1]}",
                  "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"}

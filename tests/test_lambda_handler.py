@@ -29,12 +29,8 @@ from broker.telemetry import METRICS_NAMESPACE, SERVICE_NAME, MetricName
 from local.broker_api import http_api_event
 from local.kvs_emulator import EmulatorConfig, KvsEmulator
 from tests.agentcore_shim import AgentCoreShim
-from tests.api_support import ROOT, agent_process
-from tests.conftest import DUMMY_AWS_ENV
+from tests.api_support import ROOT, RUNTIME_ARN, agent_process, lambda_env
 from tests.test_broker_api import make_offer, offer_body
-
-RUNTIME_ARN = "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/voice_agent-AbCdEf1234"
-SESSION_KEY = "lambda-session-signing-key-0123456789abcdef"
 
 
 @dataclass
@@ -68,15 +64,10 @@ def deployment() -> Iterator[Deployment]:
         AgentCoreShim(agent_url) as shim,
     ):
         for name, value in {
-            **DUMMY_AWS_ENV,
+            **lambda_env(kvs.create_channels(2)),
             "AWS_ENDPOINT_URL_KINESIS_VIDEO": kvs.url,
             "AWS_ENDPOINT_URL_BEDROCK_AGENTCORE": shim.url,
-            "TURN_CHANNEL_ARNS": ",".join(kvs.create_channels(2)),
-            "AGENT_INVOKER": "agentcore",
-            "AGENT_RUNTIME_ARN": RUNTIME_ARN,
-            "SESSION_SIGNING_KEY": SESSION_KEY,
             "POWERTOOLS_TRACE_DISABLED": "true",
-            "AWS_LAMBDA_FUNCTION_NAME": "broker",
         }.items():
             patch.setenv(name, value)
         forget_handler_modules()
@@ -209,21 +200,15 @@ print(json.dumps({
 
 def test_initialisation_runs_without_collections_and_leaves_the_collector_on() -> None:
     """A fresh interpreter imports the entry point as Lambda does: no collection, then everything frozen."""
-    env = {
-        **DUMMY_AWS_ENV,
-        "PATH": os.environ["PATH"],
-        "TURN_CHANNEL_ARNS": "arn:aws:kinesisvideo:us-east-1:123456789012:channel/turn-pool-0/1700000000000",
-        "AGENT_INVOKER": "agentcore",
-        "AGENT_RUNTIME_ARN": RUNTIME_ARN,
-        "SESSION_SIGNING_KEY": SESSION_KEY,
-        "AWS_LAMBDA_FUNCTION_NAME": "broker",
-    }
+    channel = "arn:aws:kinesisvideo:us-east-1:123456789012:channel/turn-pool-0/1700000000000"
+    env = {**lambda_env([channel]), "PATH": os.environ["PATH"]}
     run = subprocess.run(
-        [sys.executable, "-c", INIT_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-c", INIT_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
+    assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    assert report["loaded_early"] is False
-    assert report["collections"] == 0
-    assert report["enabled"] is True
-    assert report["frozen"] > 50_000  # the clients, models and classes made at initialisation
-    assert report["modules"] == []  # botocore alone: boto3 would bring s3transfer into every cold start
+    assert report["loaded_early"] is False, report
+    assert report["collections"] == 0, report
+    assert report["enabled"] is True, report
+    assert report["frozen"] > 50_000, report  # the clients, models and classes made at initialisation
+    assert report["modules"] == [], report  # botocore alone: boto3 would bring s3transfer into every cold start
