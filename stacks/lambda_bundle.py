@@ -16,8 +16,8 @@ included, so the same inputs also give the same packages.
 
 botocore data: botocore ships the models of ~440 services (27 MB unpacked); the bundle keeps only
 those the broker calls (``broker.services.AWS_SERVICES``): the zipped bundle drops from ~25 MB to
-~9 MB, and botocore, which lists that directory at each client creation, initialises faster (~1.14x
-faster import of the handler, ``python -m bench.api``).
+~9 MB, and botocore, which lists that directory at each client creation, initialises faster (the
+handler imports 1.03-1.14x faster, ``python -m bench.api``).
 
 pip's output is cached under ``.make/lambda-deps/<key>`` (ignored by git, removed by
 ``make clean``), keyed by the requirements file and the recipe: only the first synth after a
