@@ -14,6 +14,7 @@ from broker.ice import ALL_TRANSPORTS, Transport
 
 CredentialReuse = Literal["per-session", "shared"]
 
+_CHANNEL_PREFIX = re.compile(r"^[a-zA-Z0-9_.-]{1,200}$")
 _CHANNEL_ARN = re.compile(r"^arn:aws[a-z-]*:kinesisvideo:([a-z0-9-]+):\d{12}:channel/[A-Za-z0-9_.-]{1,256}/\d+$")
 
 
@@ -37,8 +38,12 @@ class BrokerConfig:
     """How the broker mints ICE servers. Every field has an environment variable (see ``from_env``).
 
     Attributes:
-        channel_arns: The pool: signaling channels used only to mint TURN credentials.
+        channel_arns: The pool: signaling channels used only to mint TURN credentials. Empty when
+            ``channel_prefix`` names the pool instead.
         region: AWS region of the pool (defaults to the region in the first ARN).
+        channel_prefix: The pool is every ``ACTIVE`` channel whose name begins with this, found with
+            ``ListSignalingChannels`` once when the broker starts (pools of any size: no list of ARNs
+            has to fit in an environment variable).
         credential_reuse: ``per-session`` (fresh credentials per call) or ``shared`` (one set per
             channel, reused while it has more than ``shared_refresh_seconds`` left).
         transports: TURN transports to hand out (``udp``, ``tcp``, ``tls``).
@@ -56,6 +61,7 @@ class BrokerConfig:
 
     channel_arns: tuple[str, ...]
     region: str
+    channel_prefix: str | None = None
     credential_reuse: CredentialReuse = "per-session"
     transports: frozenset[Transport] = field(default=ALL_TRANSPORTS)
     include_stun: bool = False
@@ -70,12 +76,7 @@ class BrokerConfig:
     endpoint_cache_seconds: float = 6 * 3600.0
 
     def __post_init__(self) -> None:
-        if not self.channel_arns:
-            raise ConfigurationError("TURN_CHANNEL_ARNS is empty: set it to the pool's channel ARNs, comma-separated")
-        for arn in self.channel_arns:
-            channel_region(arn)
-        if len(set(self.channel_arns)) != len(self.channel_arns):
-            raise ConfigurationError("TURN_CHANNEL_ARNS lists a channel twice")
+        self._check_pool()
         if self.credential_reuse not in ("per-session", "shared"):
             raise ConfigurationError(
                 f"TURN_CREDENTIAL_REUSE must be 'per-session' or 'shared', got {self.credential_reuse!r}"
@@ -109,6 +110,23 @@ class BrokerConfig:
                 "withdrawn before they are refreshed"
             )
 
+    def _check_pool(self) -> None:
+        """The pool is named one way: explicit ARNs (each valid, none twice) or a name prefix."""
+        if self.channel_prefix is not None:
+            if self.channel_arns:
+                raise ConfigurationError("set TURN_CHANNEL_ARNS or TURN_CHANNEL_PREFIX, not both")
+            if not _CHANNEL_PREFIX.match(self.channel_prefix):
+                raise ConfigurationError(
+                    f"TURN_CHANNEL_PREFIX must be 1-200 characters of [a-zA-Z0-9_.-], got {self.channel_prefix!r}"
+                )
+            return
+        if not self.channel_arns:
+            raise ConfigurationError("TURN_CHANNEL_ARNS is empty: set it to the pool's channel ARNs, comma-separated")
+        for arn in self.channel_arns:
+            channel_region(arn)
+        if len(set(self.channel_arns)) != len(self.channel_arns):
+            raise ConfigurationError("TURN_CHANNEL_ARNS lists a channel twice")
+
     @property
     def effective_stun_url(self) -> str:
         """The STUN URL added when ``include_stun`` is set."""
@@ -118,8 +136,9 @@ class BrokerConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> BrokerConfig:
         """Read the settings from environment variables.
 
-        ``TURN_CHANNEL_ARNS`` (required, comma-separated), ``AWS_REGION`` (or ``AWS_DEFAULT_REGION``,
-        else the first ARN's region), ``TURN_CREDENTIAL_REUSE``, ``TURN_TRANSPORTS`` (e.g. ``udp,tls``),
+        ``TURN_CHANNEL_PREFIX`` or ``TURN_CHANNEL_ARNS`` (one of them; ARNs comma-separated),
+        ``AWS_REGION`` (or ``AWS_DEFAULT_REGION``, else the first ARN's region), ``TURN_CREDENTIAL_REUSE``,
+        ``TURN_TRANSPORTS`` (e.g. ``udp,tls``),
         ``TURN_INCLUDE_STUN`` (true/false), ``TURN_STUN_URL``, ``TURN_CHANNEL_TPS``,
         ``TURN_WINDOW_SECONDS``, ``TURN_MAX_WAIT_SECONDS``, ``TURN_THROTTLE_COOLDOWN_SECONDS``,
         ``TURN_FAILURE_COOLDOWN_SECONDS``, ``TURN_TTL_MARGIN_SECONDS``, ``TURN_SHARED_REFRESH_SECONDS``,
@@ -130,13 +149,16 @@ class BrokerConfig:
         """
         env = os.environ if environ is None else environ
         arns = tuple(part.strip() for part in env.get("TURN_CHANNEL_ARNS", "").split(",") if part.strip())
-        if not arns:
+        prefix = env.get("TURN_CHANNEL_PREFIX", "").strip() or None
+        if not arns and prefix is None:
             raise ConfigurationError(
-                "TURN_CHANNEL_ARNS is not set: set it to the pool's channel ARNs, comma-separated "
-                "(the CDK stack outputs them; locally `make local` sets it)"
+                "set TURN_CHANNEL_PREFIX (the stack's pool: every channel named with it) or TURN_CHANNEL_ARNS "
+                "(the pool's channel ARNs, comma-separated; locally `make local` sets it)"
             )
-        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or channel_region(arns[0])
-        defaults = cls(channel_arns=arns, region=region)
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or (channel_region(arns[0]) if arns else "")
+        if not region:
+            raise ConfigurationError("AWS_REGION is not set: TURN_CHANNEL_PREFIX needs the region of the pool")
+        defaults = cls(channel_arns=arns, region=region, channel_prefix=prefix)
 
         def number(name: str, default: float) -> float:
             raw = env.get(name)
@@ -167,6 +189,7 @@ class BrokerConfig:
         return cls(
             channel_arns=arns,
             region=region,
+            channel_prefix=prefix,
             credential_reuse=cast(CredentialReuse, env.get("TURN_CREDENTIAL_REUSE", "per-session").strip()),
             transports=cast(frozenset[Transport], transports),
             include_stun=flag("TURN_INCLUDE_STUN"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,10 @@ redaction.install()
 
 
 THROTTLED = "ClientLimitExceededException"
+LIST_ATTEMPTS = 6
+"""``ListSignalingChannels`` allows 50 calls per second per account: a burst of cold starts may be
+throttled, and botocore does not retry that, so discovery retries it with jittered backoff."""
+LIST_PAGE_SIZE = 10_000
 # Errors after which another channel may well succeed, and after which the cached endpoint is
 # suspect (the channel moved, was deleted, or its endpoint stopped answering).
 _CHANNEL_FAILURES = frozenset({"ResourceNotFoundException"})
@@ -55,7 +60,7 @@ def _wrap(exc: Exception, *, channel_arn: str, operation: str) -> KvsError:
 
 
 class KvsSignaling:
-    """Calls ``GetSignalingChannelEndpoint`` (cached per channel) and ``GetIceServerConfig``.
+    """Calls ``GetSignalingChannelEndpoint`` (cached per channel) and ``GetIceServerConfig``, and finds a pool.
 
     Thread-safe. botocore clients cost tens of milliseconds to create, so the control-plane client is
     created once and one signaling client per endpoint URL is kept for the life of the object.
@@ -123,6 +128,53 @@ class KvsSignaling:
             self.endpoint_lookups += 1
         logger.debug("endpoint of %s cached", channel_arn)
         return url
+
+    def list_channel_arns(
+        self,
+        prefix: str,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> tuple[str, ...]:
+        """Return the ARNs of every ``ACTIVE`` channel whose name begins with ``prefix``, sorted by name.
+
+        One ``ListSignalingChannels`` call per 10,000 channels (``BEGINS_WITH`` is applied by KVS).
+        Throttled calls are retried up to ``LIST_ATTEMPTS`` times, waiting 50 ms, 100 ms, 200 ms ...
+        times a random factor in [0.5, 1.5), so cold starts that collide spread out.
+
+        Raises:
+            KvsError: The listing failed, or stayed throttled through every attempt.
+        """
+        jitter = rng or random.Random()
+        channels: list[tuple[str, str]] = []
+        token: str | None = None
+        attempt = 0
+        while True:
+            request: dict[str, Any] = {
+                "MaxResults": LIST_PAGE_SIZE,
+                "ChannelNameCondition": {"ComparisonOperator": "BEGINS_WITH", "ComparisonValue": prefix},
+            }
+            if token:
+                request["NextToken"] = token
+            try:
+                page = self._control.list_signaling_channels(**request)
+            except (ClientError, BotoCoreError) as exc:
+                wrapped = _wrap(exc, channel_arn=f"{prefix}*", operation="ListSignalingChannels")
+                attempt += 1
+                if wrapped.throttled and attempt < LIST_ATTEMPTS:
+                    sleep(0.05 * 2 ** (attempt - 1) * jitter.uniform(0.5, 1.5))
+                    continue
+                raise wrapped from exc
+            channels.extend(
+                (info["ChannelName"], info["ChannelARN"])
+                for info in page.get("ChannelInfoList", ())
+                if info.get("ChannelStatus") == "ACTIVE" and str(info.get("ChannelName", "")).startswith(prefix)
+            )
+            token = page.get("NextToken")
+            if not token:
+                break
+        logger.info("pool %s*: %d active channels", prefix, len(channels))
+        return tuple(arn for _, arn in sorted(channels))
 
     def forget(self, channel_arn: str) -> None:
         """Drop the cached endpoint of a channel (after an error that suggests it moved)."""

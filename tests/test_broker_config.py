@@ -43,6 +43,11 @@ def test_defaults() -> None:
     assert not config.include_stun
 
 
+def test_a_prefix_names_the_pool_instead_of_arns() -> None:
+    config = BrokerConfig.from_env({"TURN_CHANNEL_PREFIX": " Stack-turn- ", "AWS_REGION": "eu-west-1"})
+    assert (config.channel_prefix, config.channel_arns, config.region) == ("Stack-turn-", (), "eu-west-1")
+
+
 @pytest.mark.parametrize(
     ("env", "names"),
     [
@@ -56,6 +61,10 @@ def test_defaults() -> None:
         ({"TURN_CHANNEL_ARNS": ARN, "TURN_CHANNEL_TPS": "2.5"}, "TURN_CHANNEL_TPS"),
         ({"TURN_CHANNEL_ARNS": ARN, "TURN_INCLUDE_STUN": "maybe"}, "TURN_INCLUDE_STUN"),
         ({"TURN_CHANNEL_ARNS": ARN, "TURN_SHARED_REFRESH_SECONDS": "5"}, "TURN_SHARED_REFRESH_SECONDS"),
+        ({"TURN_CHANNEL_PREFIX": "Stack-turn-"}, "AWS_REGION"),
+        ({"TURN_CHANNEL_PREFIX": "Stack turn", "AWS_REGION": "us-east-1"}, "TURN_CHANNEL_PREFIX"),
+        ({"TURN_CHANNEL_PREFIX": "x" * 201, "AWS_REGION": "us-east-1"}, "TURN_CHANNEL_PREFIX"),
+        ({"TURN_CHANNEL_PREFIX": "Stack-turn-", "TURN_CHANNEL_ARNS": ARN}, "not both"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], names: str) -> None:

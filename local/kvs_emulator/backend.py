@@ -255,6 +255,7 @@ class KvsBackend:
             DESCRIBE_SIGNALING_CHANNEL: config.describe_tps_per_account,
             GET_SIGNALING_CHANNEL_ENDPOINT: config.endpoint_tps_per_account,
             CREATE_SIGNALING_CHANNEL: config.create_tps_per_account,
+            LIST_SIGNALING_CHANNELS: config.list_tps_per_account,
         }
         self._operations: dict[str, Callable[[JsonObject], JsonObject]] = {
             CREATE_SIGNALING_CHANNEL: self._create_signaling_channel,

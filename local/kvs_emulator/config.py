@@ -57,6 +57,7 @@ class EmulatorConfig:
         describe_tps_per_account: DescribeSignalingChannel calls per account per window.
         endpoint_tps_per_account: GetSignalingChannelEndpoint calls per account per window.
         create_tps_per_account: CreateSignalingChannel calls per account per window.
+        list_tps_per_account: ListSignalingChannels calls per account per window.
         window_seconds: Length of the sliding rate-limit window.
         max_channels: Channel quota; ``None`` uses the KVS quota of the region.
         message_ttl_seconds: Default ``MessageTtlSeconds`` of channels created without one.
@@ -78,6 +79,7 @@ class EmulatorConfig:
     describe_tps_per_account: int = 300
     endpoint_tps_per_account: int = 300
     create_tps_per_account: int = 50
+    list_tps_per_account: int = 50
     window_seconds: float = 1.0
     max_channels: int | None = None
     message_ttl_seconds: int = 60
@@ -98,6 +100,7 @@ class EmulatorConfig:
             "describe_tps_per_account": self.describe_tps_per_account,
             "endpoint_tps_per_account": self.endpoint_tps_per_account,
             "create_tps_per_account": self.create_tps_per_account,
+            "list_tps_per_account": self.list_tps_per_account,
         }
         checks: list[tuple[bool, str]] = [
             (_is_loopback(self.host), f"host must be a loopback address (got {self.host!r})"),
