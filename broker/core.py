@@ -6,7 +6,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -14,17 +14,9 @@ from broker.config import BrokerConfig
 from broker.exceptions import BrokerError, CredentialTtlError, KvsError, PoolExhaustedError
 from broker.ice import IceServer, IceServerSet, servers_from_kvs
 from broker.kvs import KvsSignaling
-from broker.limiter import SlidingWindowLimiter
+from broker.scheduling import Channel, ChannelScheduler, CredentialRequest, Wait
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class _Channel:
-    arn: str
-    limiter: SlidingWindowLimiter
-    cooldown_until: float = float("-inf")
-    shared: IceServerSet | None = None
 
 
 @dataclass(frozen=True)
@@ -46,10 +38,12 @@ class IceBroker:
     :mod:`broker.limiter`). A call goes to the channel that can serve soonest, scanning from a random
     offset so that many broker instances spread over the pool. A throttled channel rests and the call
     fails over; when nothing can serve within ``max_wait_seconds``, :class:`PoolExhaustedError`
-    carries a retry-after. Thread-safe: one instance serves a whole process.
+    carries a retry-after. Those decisions are :mod:`broker.scheduling`'s; this class drives them
+    with a lock, the clock, ``sleep`` and KVS. Thread-safe: one instance serves a whole process.
 
     Args:
         config: The settings.
+        channel_arns: The pool to spread calls over (default: ``config.channel_arns``).
         kvs: The KVS caller (default: one built from ``config``).
         clock: Monotonic clock for rate limiting and waiting.
         wall_clock: Epoch clock for credential expiry.
@@ -61,6 +55,7 @@ class IceBroker:
         self,
         config: BrokerConfig,
         *,
+        channel_arns: Sequence[str] | None = None,
         kvs: KvsSignaling | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -77,11 +72,8 @@ class IceBroker:
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
-        self._channels = [
-            _Channel(arn, SlidingWindowLimiter(config.calls_per_window, config.window_seconds))
-            for arn in config.channel_arns
-        ]
-        self._by_arn = {channel.arn: channel for channel in self._channels}
+        self._scheduler = ChannelScheduler.from_config(config, channel_arns=channel_arns, rng=self._rng)
+        self._shared_sets: dict[str, IceServerSet] = {}  # per channel ARN, in shared mode
         self._counts = dict.fromkeys(("kvs_calls", "throttles", "channel_failures", "cache_hits", "pool_exhausted"), 0)
         extra = [config.effective_stun_url] if config.include_stun else []
         self._stun = (IceServer(urls=tuple(extra)),) if extra else ()
@@ -120,78 +112,37 @@ class IceBroker:
         with self._lock:
             self._counts[name] += amount
 
-    def _acquire(self, deadline: float, last_failure: KvsError | None, tried: set[str]) -> _Channel:
-        """Take a slot on the channel that can serve soonest, waiting until ``deadline`` at most.
-
-        Channels in ``tried`` (failed earlier in this request) are skipped while others remain.
-        """
-        count = len(self._channels)
+    def _fetch(self, client_id: str | None) -> IceServerSet:
+        """Call ``GetIceServerConfig`` where :class:`CredentialRequest` says, until a channel answers."""
+        request = CredentialRequest(self._scheduler, self._clock(), max_wait_seconds=self.config.max_wait_seconds)
         while True:
             with self._lock:
                 now = self._clock()
-                best, best_at = self._channels[0], float("inf")
-                start = self._rng.randrange(count)
-                skip = tried if len(tried) < count else set()
-                for offset in range(count):
-                    channel = self._channels[(start + offset) % count]
-                    if channel.arn in skip:
-                        continue
-                    ready_at = max(channel.cooldown_until, channel.limiter.ready_at(now))
-                    if ready_at < best_at:
-                        best, best_at = channel, ready_at
-                        if ready_at <= now:
-                            break
-                if best_at <= now:
-                    best.limiter.acquire(now)
-                    return best
-                if best_at > deadline:
-                    if last_failure is not None:
-                        raise last_failure
-                    raise PoolExhaustedError(
-                        f"no TURN channel of {count} can serve within {self.config.max_wait_seconds:g} s",
-                        retry_after=best_at - now,
-                    )
-            self._sleep(best_at - now)
-
-    def _release(self, channel: _Channel, failure: KvsError | None) -> None:
-        with self._lock:
-            now = self._clock()
-            channel.limiter.release(now)
-            if failure is None:
-                return
-            rest = self.config.throttle_cooldown_seconds if failure.throttled else self.config.failure_cooldown_seconds
-            channel.cooldown_until = max(channel.cooldown_until, now + rest)
-
-    def _fetch(self, client_id: str | None) -> IceServerSet:
-        """Call ``GetIceServerConfig`` on the best channel, failing over until one answers."""
-        deadline = self._clock() + self.config.max_wait_seconds
-        calls = throttles = failures = 0
-        last_failure: KvsError | None = None
-        tried: set[str] = set()
-        while True:
-            channel = self._acquire(deadline, last_failure, tried)
-            sent_at = self._wall()
-            calls += 1
+                step = request.next_step(now)
+            if isinstance(step, Wait):
+                self._sleep(step.until - now)
+                continue
             self._count("kvs_calls")
+            channel = step.channel
+            sent_at = self._wall()
             try:
                 entries = self._kvs.get_ice_server_config(channel.arn, client_id=client_id)
             except KvsError as exc:
-                self._release(channel, exc)
-                tried.add(channel.arn)
-                if exc.throttled:
-                    throttles += 1
-                    self._count("throttles")
-                    logger.warning("channel %s throttled; failing over", channel.arn)
-                    continue
-                if exc.channel_failure and failures < len(self._channels):
-                    failures += 1
-                    self._count("channel_failures")
-                    last_failure = exc
-                    logger.warning("channel %s failed (%s); failing over", channel.arn, exc.code)
-                    continue
-                raise
-            self._release(channel, None)
-            return self._build(entries, channel.arn, sent_at, calls=calls, throttles=throttles)
+                self._fail_over(request, channel, exc)
+                continue
+            with self._lock:
+                done = request.on_answer(channel, self._clock())
+            return self._build(entries, channel.arn, sent_at, calls=done.calls, throttles=done.throttles)
+
+    def _fail_over(self, request: CredentialRequest, channel: Channel, error: KvsError) -> None:
+        """Hand a failed call to the request: return to fail over, or raise what it raises."""
+        with self._lock:
+            request.on_answer(channel, self._clock(), error)
+            self._counts["throttles" if error.throttled else "channel_failures"] += 1
+        if error.throttled:
+            logger.warning("channel %s throttled; failing over", channel.arn)
+        else:
+            logger.warning("channel %s failed (%s); failing over", channel.arn, error.code)
 
     def _build(
         self, entries: list[dict[str, Any]], channel_arn: str, sent_at: float, *, calls: int, throttles: int
@@ -224,10 +175,10 @@ class IceBroker:
         """Return a cached shared set with at least ``min_remaining`` seconds left, if any."""
         now = self._wall()
         with self._lock:
-            count = len(self._channels)
-            start = self._rng.randrange(count)
-            for offset in range(count):
-                cached = self._channels[(start + offset) % count].shared
+            arns = self._scheduler.arns
+            start = self._rng.randrange(len(arns))
+            for offset in range(len(arns)):
+                cached = self._shared_sets.get(arns[(start + offset) % len(arns)])
                 if cached is not None and cached.remaining(now) >= min_remaining:
                     self._counts["cache_hits"] += 1
                     return replace(cached, cache_hit=True)
@@ -256,7 +207,7 @@ class IceBroker:
                     return stale
                 raise
             with self._lock:
-                self._by_arn[fetched.channel_arn].shared = replace(fetched, kvs_calls=0, throttles=0)
+                self._shared_sets[fetched.channel_arn] = replace(fetched, kvs_calls=0, throttles=0)
             return fetched
         finally:
             self._refresh_lock.release()
