@@ -1,8 +1,29 @@
 """Pool sizing: how many KVS signaling channels a peak session rate needs, and what they cost.
 
-``GetIceServerConfig`` is limited to 5 calls per second per channel, so a pool must hold
-``ceil(peak_sessions_per_sec * calls_per_session * (1 + headroom) / tps_per_channel)`` channels.
-The same :func:`channel_count` sizes the pool in the CDK app and in this CLI::
+``GetIceServerConfig`` is limited to 5 calls per second per channel. Two numbers come out:
+
+- The **minimum**, :func:`channel_count`: ``ceil(peak_sessions_per_sec * calls_per_session *
+  (1 + headroom) / tps_per_channel)``. It is enough only if one scheduler placed every call
+  perfectly, which the fleet never does: every Lambda instance and every agent microVM limits only
+  its own calls, from a limiter that has seen almost nothing, so calls land on the channels
+  effectively at random.
+- The **recommended** count, :func:`recommended_channel_count`: the minimum, or more channels, so
+  that such uncoordinated callers are throttled (``ClientLimitExceededException``, answered by a
+  failover to another channel) on at most ``max_throttle_rate`` of their calls.
+
+The model behind the second number (:func:`predicted_throttle_rate`): a channel refuses a call when
+it already admitted ``L = tps_per_channel * window_seconds`` calls in the preceding window, and
+refused calls are not counted (as the emulator's ``RateLimiter`` does). Each admitted call holds
+one of ``L`` slots for exactly one window, so a channel is an ``L``-slot loss system and a random
+arrival is refused with the Erlang-B probability ``B(L, A)`` (Erlang-B depends on the hold time only
+through its mean). A refused call tries another channel, which adds load: with per-channel base
+load ``a = calls_per_sec * window_seconds / channels``, the offered load is ``A = a / (1 - B(L, A))``
+and the throttles per served call are ``B / (1 - B)``. Checked against a Monte-Carlo of random
+placement over the emulator's own limiter (``tests/test_sizing.py``): within 5 % where throttles
+are 0.3-10 % per call. Under saturation (throttles near one per call and more) the model runs
+ahead of a real pool, where a call runs out of untried channels and fails instead.
+
+The CDK app and this CLI share these functions::
 
     python -m broker.sizing --peak-sessions-per-sec 12 --json
 """
@@ -16,15 +37,17 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
+from pathlib import Path
 
 from broker.exceptions import SizingError
 
 DEFAULT_CALLS_PER_SESSION = 2
 """The browser's and the agent's credentials: two ``GetIceServerConfig`` calls per session."""
 DEFAULT_TPS_PER_CHANNEL = 5.0
+DEFAULT_WINDOW_SECONDS = 1.0
 DEFAULT_HEADROOM = 0.25
-OVERRUN_TARGET = 1e-3
-"""Acceptable probability that a Poisson burst at the peak rate overruns the pool in a second."""
+DEFAULT_MAX_THROTTLE_RATE = 0.01
+"""Throttles per call the recommended pool may cost uncoordinated callers at the peak: 1 in 100."""
 CHANNEL_MONTH_USD = 0.03
 TURN_USD_PER_1000_MINUTES = 0.12
 HIGH_QUOTA_REGIONS = frozenset({"us-east-1", "us-west-2"})
@@ -32,6 +55,8 @@ HIGH_CHANNEL_QUOTA = 10_000
 DEFAULT_CHANNEL_QUOTA = 5_000
 RELAYED_PEERS_PER_SESSION = 2
 """Both the browser and the agent stream through TURN, so a session minute is two TURN minutes."""
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+_RELATIVE_TOLERANCE = 1e-13
 
 
 def _exact(value: float, name: str) -> Fraction:
@@ -80,39 +105,205 @@ def channel_count(
     return max(1, math.ceil(peak * calls_per_session * (1 + spare) / tps))
 
 
-def poisson_overrun_probability(mean_calls_per_sec: float, capacity_per_sec: float) -> float:
-    """Return P(N > capacity) for N ~ Poisson(mean): a one-second burst that overruns the pool."""
-    if mean_calls_per_sec <= 0:
+def _window_slots(tps_per_channel: float, window_seconds: float) -> int:
+    """Return ``L``: the calls one channel admits per window (a whole number, at least one)."""
+    tps = _exact(tps_per_channel, "tps_per_channel")
+    window = _exact(window_seconds, "window_seconds")
+    if tps <= 0:
+        raise SizingError(f"tps_per_channel must be > 0, got {tps_per_channel}")
+    if window <= 0:
+        raise SizingError(f"window_seconds must be > 0, got {window_seconds}")
+    slots = math.floor(tps * window)
+    if slots < 1:
+        raise SizingError(
+            f"tps_per_channel x window_seconds must admit at least one call per window, got {float(tps * window):g}"
+        )
+    return slots
+
+
+def _load_per_channel(calls_per_sec: float, channels: int, window_seconds: float) -> float:
+    """Return ``a``: the calls one channel receives per window before any failover."""
+    if isinstance(calls_per_sec, bool) or not isinstance(calls_per_sec, int | float):
+        raise SizingError(f"calls_per_sec must be a number, got {calls_per_sec!r}")
+    if not (math.isfinite(calls_per_sec) and calls_per_sec >= 0):
+        raise SizingError(f"calls_per_sec must be a finite number >= 0, got {calls_per_sec}")
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise SizingError(f"channels must be a whole number >= 1, got {channels!r}")
+    return calls_per_sec * window_seconds / channels
+
+
+def erlang_b(slots: int, offered_load: float) -> float:
+    """Return the Erlang-B blocking probability ``B(slots, offered_load)``.
+
+    The chance that a Poisson arrival finds all ``slots`` of a loss system busy when
+    ``offered_load`` (arrival rate x mean hold time) is offered to it. Computed with the stable
+    recurrence ``B(k) = A B(k-1) / (k + A B(k-1))``, which neither overflows nor cancels.
+
+    Args:
+        slots: Servers of the loss system (>= 0); ``B(0, A)`` is 1.
+        offered_load: Offered traffic in erlangs (>= 0).
+    """
+    blocking = 1.0
+    for k in range(1, slots + 1):
+        blocking = offered_load * blocking / (k + offered_load * blocking)
+    return blocking
+
+
+def _throttles_per_served_call(slots: int, offered_load: float) -> float:
+    # B / (1 - B) with B = B(L, A), written as A B(L-1, A) / L so that no 1 - B ever cancels.
+    return offered_load * erlang_b(slots - 1, offered_load) / slots
+
+
+def _offered_load(base_load: float, slots: int) -> float:
+    """Solve ``A = a (1 + B(L, A) / (1 - B(L, A)))``: the load once failovers are added.
+
+    The carried load ``A (1 - B(L, A))`` grows with ``A`` towards ``L``, so the fixed point is unique
+    when ``a < L`` and found by bisection; when ``a >= L`` there is none and ``inf`` is returned.
+    """
+    if base_load <= 0:
         return 0.0
-    limit = math.floor(capacity_per_sec)
-    log_mean = math.log(mean_calls_per_sec)
+    if base_load >= slots:
+        return math.inf
 
-    def log_pmf(k: int) -> float:
-        return k * log_mean - mean_calls_per_sec - math.lgamma(k + 1)
+    def carried(load: float) -> float:
+        return load / (1 + _throttles_per_served_call(slots, load))
 
-    if limit < mean_calls_per_sec:
-        # The tail is large: 1 - CDF loses nothing to cancellation here.
-        cdf = math.fsum(math.exp(log_pmf(k)) for k in range(limit + 1))
-        return max(0.0, 1.0 - cdf)
-    # Sum the tail itself: terms shrink geometrically past the mean, so stop when they vanish.
-    total = 0.0
-    k = limit + 1
-    while True:
-        term = math.exp(log_pmf(k))
-        total += term
-        if term < total * 1e-17 or term == 0.0:
-            return total
-        k += 1
+    low = base_load
+    high = 2 * base_load
+    while carried(high) < base_load:
+        low, high = high, 2 * high
+    while high - low > _RELATIVE_TOLERANCE * high:
+        middle = (low + high) / 2
+        if carried(middle) < base_load:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
-def channels_for_overrun_target(
-    mean_calls_per_sec: float, tps_per_channel: float, target: float = OVERRUN_TARGET
+def throttle_probability(
+    calls_per_sec: float,
+    channels: int,
+    *,
+    tps_per_channel: float = DEFAULT_TPS_PER_CHANNEL,
+    window_seconds: float = DEFAULT_WINDOW_SECONDS,
+) -> float:
+    """Return the chance that one ``GetIceServerConfig`` attempt is refused by its channel.
+
+    Callers that do not coordinate place ``calls_per_sec`` calls at random over ``channels``
+    channels and retry a refused call on another one (see the module's docstring for the model).
+
+    Args:
+        calls_per_sec: Calls the whole fleet makes per second (>= 0).
+        channels: Channels in the pool (>= 1).
+        tps_per_channel: The per-channel limit (> 0); KVS allows 5.
+        window_seconds: The limit's sliding window (> 0); ``tps_per_channel x window_seconds``
+            calls fit in one window.
+
+    Returns:
+        A probability; 1.0 when the load reaches the pool's capacity (``calls_per_sec >=
+        channels x tps_per_channel``), where throttles grow without bound.
+
+    Raises:
+        SizingError: An argument is out of range or not a number.
+    """
+    slots = _window_slots(tps_per_channel, window_seconds)
+    load = _offered_load(_load_per_channel(calls_per_sec, channels, window_seconds), slots)
+    if math.isinf(load):
+        return 1.0
+    return erlang_b(slots, load)
+
+
+def predicted_throttle_rate(
+    calls_per_sec: float,
+    channels: int,
+    *,
+    tps_per_channel: float = DEFAULT_TPS_PER_CHANNEL,
+    window_seconds: float = DEFAULT_WINDOW_SECONDS,
+) -> float:
+    """Return the expected ``ClientLimitExceeded`` answers per served call (throttles per call).
+
+    Each throttle costs the caller one more round trip, to another channel, so this is also the
+    expected extra round trips per call. It is the figure a load test or a CloudWatch alarm on
+    throttles / served calls compares against. Callers are uncoordinated: every call lands on a
+    random channel, and a refused call retries on another one (see the module's docstring).
+
+    Args:
+        calls_per_sec: Calls the whole fleet makes per second (>= 0).
+        channels: Channels in the pool (>= 1).
+        tps_per_channel: The per-channel limit (> 0); KVS allows 5.
+        window_seconds: The limit's sliding window (> 0).
+
+    Returns:
+        Throttles per served call (>= 0); ``math.inf`` when the load reaches the pool's capacity
+        (``calls_per_sec >= channels x tps_per_channel``): no pool that size can carry it.
+
+    Raises:
+        SizingError: An argument is out of range or not a number.
+    """
+    slots = _window_slots(tps_per_channel, window_seconds)
+    load = _offered_load(_load_per_channel(calls_per_sec, channels, window_seconds), slots)
+    if math.isinf(load):
+        return math.inf
+    return _throttles_per_served_call(slots, load)
+
+
+def _check_throttle_target(max_throttle_rate: float) -> None:
+    if isinstance(max_throttle_rate, bool) or not isinstance(max_throttle_rate, int | float):
+        raise SizingError(f"max_throttle_rate must be a number, got {max_throttle_rate!r}")
+    if not 0 < max_throttle_rate < 1:
+        raise SizingError(f"max_throttle_rate must be > 0 and < 1, got {max_throttle_rate}")
+
+
+def recommended_channel_count(
+    peak_sessions_per_sec: float,
+    *,
+    calls_per_session: int = DEFAULT_CALLS_PER_SESSION,
+    tps_per_channel: float = DEFAULT_TPS_PER_CHANNEL,
+    headroom: float = DEFAULT_HEADROOM,
+    max_throttle_rate: float = DEFAULT_MAX_THROTTLE_RATE,
 ) -> int:
-    """Return the fewest channels whose one-second overrun probability is below ``target``."""
-    channels = max(1, math.ceil(mean_calls_per_sec / tps_per_channel))
-    while poisson_overrun_probability(mean_calls_per_sec, channels * tps_per_channel) >= target:
-        channels += 1
-    return channels
+    """Return the channels that keep uncoordinated callers' throttles at the peak under a target.
+
+    The larger of :func:`channel_count` (the minimum, with its headroom) and the fewest channels
+    whose :func:`predicted_throttle_rate` at ``peak_sessions_per_sec x calls_per_session`` is at
+    most ``max_throttle_rate``. Found by doubling and bisection (the rate falls as channels are
+    added), so 10,000 sessions/s takes milliseconds.
+
+    Args:
+        peak_sessions_per_sec: Peak rate of new sessions per second (> 0).
+        calls_per_session: ``GetIceServerConfig`` calls one session makes (>= 1).
+        tps_per_channel: The per-channel limit (> 0); KVS allows 5.
+        headroom: Extra capacity of the minimum as a fraction (>= 0).
+        max_throttle_rate: Throttles per call accepted at the peak (0 < x < 1), e.g. 0.01.
+
+    Raises:
+        SizingError: An argument is out of range or not a number.
+    """
+    minimum = channel_count(
+        peak_sessions_per_sec,
+        calls_per_session=calls_per_session,
+        tps_per_channel=tps_per_channel,
+        headroom=headroom,
+    )
+    _check_throttle_target(max_throttle_rate)
+    calls_per_sec = peak_sessions_per_sec * calls_per_session
+
+    def meets_target(channels: int) -> bool:
+        return predicted_throttle_rate(calls_per_sec, channels, tps_per_channel=tps_per_channel) <= max_throttle_rate
+
+    if meets_target(minimum):
+        return minimum
+    too_few, enough = minimum, 2 * minimum
+    while not meets_target(enough):
+        too_few, enough = enough, 2 * enough
+    while enough - too_few > 1:
+        middle = (too_few + enough) // 2
+        if meets_target(middle):
+            enough = middle
+        else:
+            too_few = middle
+    return enough
 
 
 def channel_quota(region: str) -> int:
@@ -122,18 +313,43 @@ def channel_quota(region: str) -> int:
 
 @dataclass(frozen=True)
 class SizingReport:
-    """Everything the sizing CLI prints, in one value (its ``--json`` form is ``asdict``)."""
+    """Everything the sizing CLI prints, in one value (its ``--json`` form is ``asdict``).
 
-    channels: int
+    Attributes:
+        recommended_channels: The pool to deploy (:func:`recommended_channel_count`).
+        minimum_channels: The capacity arithmetic alone (:func:`channel_count`): enough only for
+            one scheduler that placed every call perfectly.
+        peak_sessions_per_sec: The peak the pool is sized for.
+        calls_per_session: ``GetIceServerConfig`` calls per session.
+        tps_per_channel: The per-channel limit.
+        headroom: Extra capacity of the minimum, as a fraction.
+        calls_per_sec_at_peak: ``GetIceServerConfig`` calls per second at the peak.
+        minimum_capacity_calls_per_sec: What the minimum pool admits per second.
+        max_throttle_rate: The target: throttles per call accepted at the peak.
+        predicted_throttle_rate: Throttles per call at the peak with the recommended pool, for
+            callers that do not coordinate.
+        predicted_throttle_rate_at_minimum: The same with the minimum pool; ``None`` when the peak
+            fills the minimum's capacity exactly (no headroom), where throttles grow without bound.
+        region: AWS region, for the channel quota.
+        channel_quota: Signaling channels allowed per account in the region.
+        channel_cost_usd_per_month: What the recommended pool costs a month.
+        turn_minutes_per_month: Relayed TURN minutes a month, when sessions and length are given.
+        turn_cost_usd_per_month: What those minutes cost.
+        total_cost_usd_per_month: Channels plus TURN minutes.
+        warnings: Things to act on, such as a pool beyond the channel quota.
+    """
+
+    recommended_channels: int
+    minimum_channels: int
     peak_sessions_per_sec: float
     calls_per_session: int
     tps_per_channel: float
     headroom: float
     calls_per_sec_at_peak: float
-    pool_capacity_calls_per_sec: float
-    burst_overrun_probability: float
-    channels_for_overrun_target: int
-    overrun_target: float
+    minimum_capacity_calls_per_sec: float
+    max_throttle_rate: float
+    predicted_throttle_rate: float
+    predicted_throttle_rate_at_minimum: float | None
     region: str
     channel_quota: int
     channel_cost_usd_per_month: float
@@ -149,57 +365,59 @@ def size_pool(
     calls_per_session: int = DEFAULT_CALLS_PER_SESSION,
     tps_per_channel: float = DEFAULT_TPS_PER_CHANNEL,
     headroom: float = DEFAULT_HEADROOM,
+    max_throttle_rate: float = DEFAULT_MAX_THROTTLE_RATE,
     monthly_sessions: float | None = None,
     avg_minutes: float | None = None,
     region: str = "us-east-1",
 ) -> SizingReport:
-    """Size the pool and price it.
+    """Size the pool for a fleet of uncoordinated callers and price it.
 
     Raises:
         SizingError: An argument is out of range.
     """
-    channels = channel_count(
+    minimum = channel_count(
         peak_sessions_per_sec,
         calls_per_session=calls_per_session,
         tps_per_channel=tps_per_channel,
         headroom=headroom,
     )
+    recommended = recommended_channel_count(
+        peak_sessions_per_sec,
+        calls_per_session=calls_per_session,
+        tps_per_channel=tps_per_channel,
+        headroom=headroom,
+        max_throttle_rate=max_throttle_rate,
+    )
     for name, value in (("monthly_sessions", monthly_sessions), ("avg_minutes", avg_minutes)):
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise SizingError(f"{name} must be a finite number >= 0, got {value}")
-    mean_calls = peak_sessions_per_sec * calls_per_session
-    capacity = channels * tps_per_channel
-    overrun = poisson_overrun_probability(mean_calls, capacity)
-    safe_channels = channels_for_overrun_target(mean_calls, tps_per_channel)
+    calls_per_sec = peak_sessions_per_sec * calls_per_session
+    at_minimum = predicted_throttle_rate(calls_per_sec, minimum, tps_per_channel=tps_per_channel)
     quota = channel_quota(region)
-    channel_cost = channels * CHANNEL_MONTH_USD
+    channel_cost = recommended * CHANNEL_MONTH_USD
     turn_minutes: float | None = None
     turn_cost: float | None = None
     if monthly_sessions is not None and avg_minutes is not None:
         turn_minutes = monthly_sessions * avg_minutes * RELAYED_PEERS_PER_SESSION
         turn_cost = turn_minutes / 1000 * TURN_USD_PER_1000_MINUTES
     warnings: list[str] = []
-    if channels > quota:
+    if recommended > quota:
         warnings.append(
-            f"{channels} channels exceed the default quota of {quota} signaling channels per account "
+            f"{recommended} channels exceed the default quota of {quota} signaling channels per account "
             f"in {region}: request a quota increase or spread the pool over regions or accounts"
         )
-    if safe_channels > channels:
-        warnings.append(
-            f"a Poisson burst at the peak rate overruns {channels} channels in a given second with "
-            f"probability {overrun:.2g}; {safe_channels} channels bring it under {OVERRUN_TARGET:g}"
-        )
     return SizingReport(
-        channels=channels,
+        recommended_channels=recommended,
+        minimum_channels=minimum,
         peak_sessions_per_sec=peak_sessions_per_sec,
         calls_per_session=calls_per_session,
         tps_per_channel=tps_per_channel,
         headroom=headroom,
-        calls_per_sec_at_peak=mean_calls,
-        pool_capacity_calls_per_sec=capacity,
-        burst_overrun_probability=overrun,
-        channels_for_overrun_target=safe_channels,
-        overrun_target=OVERRUN_TARGET,
+        calls_per_sec_at_peak=calls_per_sec,
+        minimum_capacity_calls_per_sec=minimum * tps_per_channel,
+        max_throttle_rate=max_throttle_rate,
+        predicted_throttle_rate=predicted_throttle_rate(calls_per_sec, recommended, tps_per_channel=tps_per_channel),
+        predicted_throttle_rate_at_minimum=None if math.isinf(at_minimum) else at_minimum,
         region=region,
         channel_quota=quota,
         channel_cost_usd_per_month=round(channel_cost, 4),
@@ -210,21 +428,50 @@ def size_pool(
     )
 
 
+def _share_of_calls(rate: float | None) -> str:
+    """Say a throttle rate the way a person would: a percentage of calls, or throttles per call."""
+    if rate is None or math.isinf(rate):
+        return "without bound (the peak fills the pool's capacity)"
+    if rate >= 0.1:
+        return f"{rate:.2g} times per call"
+    if rate < 1e-4:
+        return "under 0.01% of calls"
+    return f"~{rate * 100:.2g}% of calls"
+
+
+def _throttle_label(rate: float | None) -> str:
+    """Label a throttle rate on its own: a share of calls, or throttles per call when large."""
+    if rate is None or math.isinf(rate):
+        return "throttles without bound"
+    if rate >= 0.1:
+        return f"{rate:.2g} throttles per call"
+    return f"{_share_of_calls(rate).removeprefix('~')} throttled"
+
+
 def format_report(report: SizingReport) -> str:
-    """Render a report for a person: the answer first, then the arithmetic behind it."""
+    """Render a report for a person: the answer first, then why, then the cost."""
     r = report
+    if r.recommended_channels > r.minimum_channels:
+        why_more = (
+            f"    with the minimum {r.minimum_channels} they would be throttled"
+            f" {_share_of_calls(r.predicted_throttle_rate_at_minimum)}; each throttle is one more round trip"
+        )
+    else:
+        why_more = "    the minimum already meets the target"
     lines = [
-        f"channels: {r.channels}",
+        f"channels: {r.recommended_channels} recommended (minimum {r.minimum_channels})",
         "",
-        f"  ceil({r.peak_sessions_per_sec:g} sessions/s x {r.calls_per_session} calls/session"
-        f" x (1 + {r.headroom:g} headroom) / {r.tps_per_channel:g} TPS per channel) = {r.channels}",
-        f"  peak load {r.calls_per_sec_at_peak:g} GetIceServerConfig calls/s;"
-        f" pool capacity {r.pool_capacity_calls_per_sec:g} calls/s",
-        f"  P(a Poisson burst overruns the pool in a given second) = {r.burst_overrun_probability:.3g}"
-        f" ({r.channels_for_overrun_target} channels bring it under {r.overrun_target:g})",
+        f"  minimum {r.minimum_channels}: the pool's capacity just covers the peak"
+        " if one scheduler placed every call perfectly",
+        f"    ceil({r.peak_sessions_per_sec:g} sessions/s x {r.calls_per_session} calls/session"
+        f" x (1 + {r.headroom:g} headroom) / {r.tps_per_channel:g} TPS per channel) = {r.minimum_channels}",
+        f"  recommended {r.recommended_channels}: callers that do not coordinate (Lambda instances, agents)"
+        f" are throttled on {_share_of_calls(r.predicted_throttle_rate)} at the peak"
+        f" of {r.calls_per_sec_at_peak:g} calls/s (target {r.max_throttle_rate * 100:g}%)",
+        why_more,
         "",
         f"monthly cost (us-east-1 prices): ${r.total_cost_usd_per_month:,.2f}",
-        f"  channels: {r.channels} x ${CHANNEL_MONTH_USD} = ${r.channel_cost_usd_per_month:,.2f}",
+        f"  channels: {r.recommended_channels} x ${CHANNEL_MONTH_USD} = ${r.channel_cost_usd_per_month:,.2f}",
     ]
     if r.turn_minutes_per_month is not None and r.turn_cost_usd_per_month is not None:
         lines.append(
@@ -237,14 +484,106 @@ def format_report(report: SizingReport) -> str:
     return "\n".join(lines)
 
 
+def plot_throttle_curve(report: SizingReport, path: str | Path) -> None:
+    """Draw predicted throttles per call against pool size, with both counts and the target marked.
+
+    Raises:
+        ImportError: matplotlib is not installed (it is a development dependency only).
+        OSError: ``path`` cannot be written.
+        ValueError: matplotlib knows no image format for ``path``'s extension (the CLI allows
+            only :data:`PLOT_SUFFIXES`).
+    """
+    import matplotlib  # noqa: PLC0415 - only --plot needs it, and it is slow to import
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot  # noqa: PLC0415
+    from matplotlib.ticker import FuncFormatter  # noqa: PLC0415
+
+    r = report
+    calls, tps = r.calls_per_sec_at_peak, r.tps_per_channel
+    # From the minimum, or the smallest pool that can carry the peak at all when the minimum is full.
+    first = max(r.minimum_channels, math.floor(calls / tps) + 1)
+    last = max(2 * r.recommended_channels, r.recommended_channels + 6)
+    step = max(1, (last - first) // 300)
+    sizes = list(range(first, last + 1, step))
+    rates = [predicted_throttle_rate(calls, n, tps_per_channel=tps) for n in sizes]
+    label_box = {"facecolor": "white", "alpha": 0.85, "edgecolor": "none"}
+
+    figure, axes = pyplot.subplots(figsize=(8, 4.8), dpi=120)
+    axes.plot(sizes, rates, color="#1f77b4", linewidth=2, label="callers that do not coordinate (random channel)")
+    axes.set_yscale("log")
+    axes.axhline(
+        r.max_throttle_rate,
+        color="#555555",
+        linestyle="--",
+        linewidth=1,
+        label=f"target: {r.max_throttle_rate * 100:g}% of calls throttled",
+    )
+    at_minimum = r.predicted_throttle_rate_at_minimum
+    axes.axvline(r.minimum_channels, color="#d62728", linestyle=":", linewidth=1.5)
+    if at_minimum is not None:
+        axes.plot([r.minimum_channels], [at_minimum], "o", color="#d62728", markersize=8)
+    label = f"minimum {r.minimum_channels}\n(one perfect scheduler):\n{_throttle_label(at_minimum)}"
+    if at_minimum is not None:
+        # Right of the point, where the falling curve has left room above it.
+        axes.annotate(
+            label,
+            xy=(r.minimum_channels, at_minimum),
+            xytext=(r.minimum_channels + 0.1 * (last - r.minimum_channels), at_minimum),
+            arrowprops={"arrowstyle": "->", "color": "#d62728"},
+            color="#d62728",
+            va="top",
+            bbox=label_box,
+        )
+    else:
+        # No point to mark: the curve starts further right, at its top, so the label goes below.
+        axes.annotate(
+            label,
+            xy=(r.minimum_channels, min(rates)),
+            xytext=(6, 0),
+            textcoords="offset points",
+            color="#d62728",
+            va="bottom",
+            bbox=label_box,
+        )
+    axes.axvline(r.recommended_channels, color="#2ca02c", linestyle=":", linewidth=1.5)
+    axes.plot([r.recommended_channels], [r.predicted_throttle_rate], "o", color="#2ca02c", markersize=8)
+    axes.annotate(
+        f"recommended {r.recommended_channels}:\n{_throttle_label(r.predicted_throttle_rate)}\n"
+        f"${r.channel_cost_usd_per_month:,.2f} a month",
+        xy=(r.recommended_channels, r.predicted_throttle_rate),
+        xytext=(8, 4),
+        textcoords="offset points",
+        color="#2ca02c",
+        va="bottom",
+        bbox=label_box,
+    )
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value * 100:g}%"))
+    axes.set_xlabel("channels in the pool")
+    axes.set_ylabel("throttles per call (each one a retry\non another channel)")
+    axes.set_title(
+        f"KVS TURN pool for {r.peak_sessions_per_sec:g} sessions/s at peak"
+        f" ({calls:g} GetIceServerConfig calls/s, {tps:g} per channel)",
+        fontsize=10,
+    )
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend(loc="upper right", fontsize=9)
+    figure.tight_layout()
+    try:
+        figure.savefig(path)
+    finally:
+        pyplot.close(figure)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m broker.sizing",
         description=(
             "Size the pool of KVS signaling channels that mint TURN credentials. KVS allows "
-            "5 GetIceServerConfig calls per second per channel; the pool needs "
-            "ceil(peak x calls x (1 + headroom) / tps) channels. Channels cost $0.03 a month: "
-            "size generously."
+            "5 GetIceServerConfig calls per second per channel. The minimum, "
+            "ceil(peak x calls x (1 + headroom) / tps), suffices only for one perfect scheduler; "
+            "the recommended count keeps callers that do not coordinate (Lambda instances, agents) "
+            "under --max-throttle-rate. Channels cost $0.03 a month: size generously."
         ),
     )
     parser.add_argument(
@@ -273,12 +612,25 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_HEADROOM,
         metavar="FRACTION",
-        help="spare capacity as a fraction, 0.25 = 25%% (default %(default)s)",
+        help="spare capacity of the minimum as a fraction, 0.25 = 25%% (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-throttle-rate",
+        type=float,
+        default=DEFAULT_MAX_THROTTLE_RATE,
+        metavar="FRACTION",
+        help="throttles per call accepted at the peak, between 0 and 1 (default %(default)s: 1 in 100)",
     )
     parser.add_argument("--monthly-sessions", type=float, metavar="N", help="sessions per month, to price TURN minutes")
     parser.add_argument("--avg-minutes", type=float, metavar="M", help="average session length in minutes")
     parser.add_argument("--region", default="us-east-1", help="AWS region, for the channel quota (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE.png",
+        help="also draw throttles per call against pool size into FILE.png (needs matplotlib)",
+    )
     return parser
 
 
@@ -288,19 +640,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.monthly_sessions is None) != (args.avg_minutes is None):
         parser.exit(2, "error: --monthly-sessions and --avg-minutes go together\n")
+    if args.plot is not None:
+        # Checked before matplotlib's slow import, so a typo fails at once.
+        if args.plot.suffix.lower() not in PLOT_SUFFIXES:
+            parser.exit(2, f"error: --plot {args.plot}: the file must end in {', '.join(PLOT_SUFFIXES)}\n")
+        if not args.plot.parent.is_dir():
+            parser.exit(2, f"error: --plot {args.plot}: there is no directory {args.plot.parent}\n")
     try:
         report = size_pool(
             args.peak_sessions_per_sec,
             calls_per_session=args.calls_per_session,
             tps_per_channel=args.tps_per_channel,
             headroom=args.headroom,
+            max_throttle_rate=args.max_throttle_rate,
             monthly_sessions=args.monthly_sessions,
             avg_minutes=args.avg_minutes,
             region=args.region,
         )
     except SizingError as exc:
         parser.exit(2, f"error: {exc}\n")
-    print(json.dumps(asdict(report), indent=2) if args.json else format_report(report))
+    if args.plot is not None:
+        try:
+            plot_throttle_curve(report, args.plot)
+        except ImportError:
+            parser.exit(2, "error: --plot needs matplotlib: .venv/bin/pip install -r requirements-dev.txt\n")
+        except OSError as exc:
+            parser.exit(2, f"error: cannot write the plot to {args.plot}: {exc}\n")
+    if args.json:
+        print(json.dumps(asdict(report), indent=2, allow_nan=False))
+    else:
+        print(format_report(report))
+        if args.plot is not None:
+            print(f"plot: {args.plot}")
     return 0
 
 

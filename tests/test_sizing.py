@@ -1,12 +1,16 @@
-"""The pool-sizing arithmetic and its CLI."""
+"""The pool-sizing arithmetic, the model of uncoordinated callers, and the CLI."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import random
 import subprocess
 import sys
+import time
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -15,11 +19,14 @@ from hypothesis import strategies as st
 from broker.exceptions import SizingError
 from broker.sizing import (
     channel_count,
-    channels_for_overrun_target,
+    erlang_b,
     main,
-    poisson_overrun_probability,
+    predicted_throttle_rate,
+    recommended_channel_count,
     size_pool,
+    throttle_probability,
 )
+from local.kvs_emulator.limits import RateLimiter
 
 
 @pytest.mark.parametrize(
@@ -66,50 +73,227 @@ def test_bad_input_raises_sizing_error(kwargs: dict[str, object]) -> None:
         channel_count(**kwargs)  # type: ignore[arg-type]
 
 
-def test_poisson_tail_matches_direct_sum() -> None:
-    mean, capacity = 24.0, 30
-    direct = 1 - sum(math.exp(-mean) * mean**k / math.factorial(k) for k in range(capacity + 1))
-    assert poisson_overrun_probability(mean, capacity) == pytest.approx(direct, rel=1e-9)
-    # Far tail: no cancellation to zero, still tiny and positive.
-    assert 0 < poisson_overrun_probability(10.0, 60) < 1e-20
-    assert poisson_overrun_probability(0.0, 5) == 0.0
+def test_erlang_b_matches_its_closed_form() -> None:
+    for slots, load in [(1, 0.5), (5, 1.0), (5, 2.0), (5, 7.5), (12, 9.0)]:
+        terms = [load**k / math.factorial(k) for k in range(slots + 1)]
+        assert erlang_b(slots, load) == pytest.approx(terms[-1] / sum(terms), rel=1e-12)
+    assert erlang_b(0, 3.0) == 1.0
+    assert erlang_b(5, 0.0) == 0.0
+    # The recurrence neither overflows nor underflows to nonsense at extreme loads.
+    assert erlang_b(5, 1e12) == pytest.approx(1.0)
+    assert 0 < erlang_b(5, 1e-9) < 1e-40
 
 
-def test_overrun_target_count_is_the_smallest_that_meets_it() -> None:
-    mean = 24.0
-    safe = channels_for_overrun_target(mean, 5.0)
-    assert poisson_overrun_probability(mean, safe * 5) < 1e-3
-    assert poisson_overrun_probability(mean, (safe - 1) * 5) >= 1e-3
+def test_throttle_rate_is_the_fixed_point_of_failover_load() -> None:
+    calls, channels = 20.0, 10
+    rate = predicted_throttle_rate(calls, channels)
+    refused = throttle_probability(calls, channels)
+    assert rate == pytest.approx(refused / (1 - refused), rel=1e-12)
+    # The load each channel is offered includes the retries the throttles cause.
+    offered = calls / channels * (1 + rate)
+    assert refused == pytest.approx(erlang_b(5, offered), rel=1e-9)
+    # Failover adds load: more throttles than Erlang-B at the base load alone.
+    assert rate > erlang_b(5, 2.0) / (1 - erlang_b(5, 2.0))
+
+
+def test_throttle_rate_falls_as_channels_are_added_and_is_zero_without_calls() -> None:
+    rates = [predicted_throttle_rate(20.0, n) for n in range(5, 40)]
+    assert all(a > b for a, b in itertools.pairwise(rates))
+    assert predicted_throttle_rate(0.0, 3) == 0.0
+    assert throttle_probability(0.0, 3) == 0.0
+
+
+@pytest.mark.parametrize(("calls", "channels"), [(5.0, 1), (20.0, 4), (21.0, 4), (1e6, 3)])
+def test_saturated_pool_says_so_instead_of_a_number(calls: float, channels: int) -> None:
+    # The load reaches what the pool can admit: no fixed point, throttles grow without bound.
+    assert predicted_throttle_rate(calls, channels) == math.inf
+    assert throttle_probability(calls, channels) == 1.0
+
+
+def test_window_holds_tps_times_window_calls() -> None:
+    # 5 calls/s over a 2 s window: a channel admits 10 calls per window.
+    ten_slots = predicted_throttle_rate(40.0, 10, window_seconds=2.0)
+    load = 40.0 * 2.0 / 10 * (1 + ten_slots)
+    assert throttle_probability(40.0, 10, window_seconds=2.0) == pytest.approx(erlang_b(10, load), rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"calls_per_sec": -1.0, "channels": 3},
+        {"calls_per_sec": float("nan"), "channels": 3},
+        {"calls_per_sec": 1.0, "channels": 0},
+        {"calls_per_sec": 1.0, "channels": 2.5},
+        {"calls_per_sec": 1.0, "channels": True},
+        {"calls_per_sec": 1.0, "channels": 3, "tps_per_channel": 0},
+        {"calls_per_sec": 1.0, "channels": 3, "window_seconds": 0},
+        {"calls_per_sec": 1.0, "channels": 3, "tps_per_channel": 0.5},  # under one call per window
+    ],
+)
+def test_model_bad_input_raises_sizing_error(kwargs: dict[str, object]) -> None:
+    with pytest.raises(SizingError):
+        predicted_throttle_rate(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(SizingError):
+        throttle_probability(**kwargs)  # type: ignore[arg-type]
+
+
+def simulate_random_placement(calls_per_sec: float, channels: int, seconds: float, seed: int) -> tuple[float, int]:
+    """Throttles per served call when Poisson calls pick random channels, each the emulator's limiter.
+
+    A refused call fails over at once to a random channel it has not tried. Returns the measured
+    rate and the calls that ran out of channels. The first seconds fill the windows and are not counted.
+    """
+    rng = random.Random(seed)
+    limiters = [RateLimiter(5, 1.0) for _ in range(channels)]
+    warm_up, now = 5.0, 0.0
+    served = throttles = failed = 0
+    while now < warm_up + seconds:
+        now += rng.expovariate(calls_per_sec)
+        counted = now > warm_up
+        tried: set[int] = set()
+        while True:
+            if len(tried) == channels:
+                failed += counted
+                break
+            channel = rng.randrange(channels)
+            if channel in tried:
+                continue
+            tried.add(channel)
+            if limiters[channel].has_room(now):
+                limiters[channel].record(now)
+                served += counted
+                break
+            throttles += counted
+    return throttles / served, failed
+
+
+@pytest.mark.parametrize(
+    ("calls_per_sec", "channels", "seconds"),
+    [(100.0, 100, 600.0), (20.0, 15, 1500.0), (15.0, 10, 1500.0), (150.0, 100, 200.0), (20.0, 10, 1000.0)],
+)
+def test_model_matches_a_monte_carlo_of_uncoordinated_callers(
+    calls_per_sec: float, channels: int, seconds: float
+) -> None:
+    measured, failed = simulate_random_placement(calls_per_sec, channels, seconds, seed=channels)
+    predicted = predicted_throttle_rate(calls_per_sec, channels)
+    print(f"\n{calls_per_sec:g} calls/s over {channels} channels: model {predicted:.4f}, Monte-Carlo {measured:.4f}")
+    assert 0.005 * 0.5 < predicted < 0.05  # the levels where pools are sized: 0.3 %-4.4 % here
+    assert failed == 0
+    assert predicted / 1.5 < measured < predicted * 1.5
+
+
+def test_recommended_count_is_the_smallest_that_meets_the_target() -> None:
+    for peak in (1, 3.3, 10, 12, 100, 200, 1000):
+        recommended = recommended_channel_count(peak)
+        assert recommended >= channel_count(peak)
+        assert predicted_throttle_rate(2 * peak, recommended) <= 0.01
+        if recommended > channel_count(peak):
+            assert predicted_throttle_rate(2 * peak, recommended - 1) > 0.01
+    assert recommended_channel_count(10) == 15
+    assert recommended_channel_count(10, max_throttle_rate=0.05) == 10
+
+
+def test_recommended_count_never_drops_below_the_minimum() -> None:
+    # A lax target is met by fewer channels than the capacity arithmetic asks for: the minimum wins.
+    assert recommended_channel_count(10, headroom=2.0, max_throttle_rate=0.5) == channel_count(10, headroom=2.0)
+
+
+def test_recommended_count_is_fast_at_fleet_scale() -> None:
+    started = time.perf_counter()
+    recommended = recommended_channel_count(10_000)
+    assert time.perf_counter() - started < 0.5
+    assert predicted_throttle_rate(20_000.0, recommended) <= 0.01 < predicted_throttle_rate(20_000.0, recommended - 1)
+
+
+@pytest.mark.parametrize("target", [0, 1, -0.1, 1.5, float("nan"), True])
+def test_recommended_count_rejects_targets_outside_zero_to_one(target: float) -> None:
+    with pytest.raises(SizingError):
+        recommended_channel_count(10, max_throttle_rate=target)
 
 
 def test_costs_and_quota_warning() -> None:
     report = size_pool(12, monthly_sessions=100_000, avg_minutes=5)
-    assert report.channels == 6
-    assert report.channel_cost_usd_per_month == pytest.approx(0.18)
+    assert (report.minimum_channels, report.recommended_channels) == (6, 18)
+    assert report.channel_cost_usd_per_month == pytest.approx(18 * 0.03)  # the recommended pool
     # 100k sessions x 5 min x 2 relayed peers = 1M TURN minutes at $0.12 per 1000
     assert report.turn_cost_usd_per_month == pytest.approx(120.0)
-    assert report.total_cost_usd_per_month == pytest.approx(120.18)
+    assert report.total_cost_usd_per_month == pytest.approx(120.54)
     big = size_pool(30_000, region="eu-west-1")
     assert big.channel_quota == 5_000
     assert any("quota" in warning for warning in big.warnings)
     assert size_pool(30_000, region="us-east-1").channel_quota == 10_000
 
 
-def test_cli_prints_count_arithmetic_and_burst_risk(capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_predicts_throttles_at_both_counts() -> None:
+    report = size_pool(10)
+    assert (report.minimum_channels, report.recommended_channels) == (5, 15)
+    assert report.max_throttle_rate == 0.01
+    assert report.predicted_throttle_rate == pytest.approx(predicted_throttle_rate(20.0, 15))
+    assert report.predicted_throttle_rate <= 0.01
+    assert report.predicted_throttle_rate_at_minimum == pytest.approx(predicted_throttle_rate(20.0, 5))
+    # No headroom and an exact fit: the minimum is saturated, which the report says with None.
+    exact = size_pool(5, calls_per_session=1, headroom=0)
+    assert exact.minimum_channels == 1
+    assert exact.predicted_throttle_rate_at_minimum is None
+    assert exact.recommended_channels > 1
+
+
+def test_cli_explains_minimum_recommended_and_cost(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--peak-sessions-per-sec", "12", "--monthly-sessions", "1000", "--avg-minutes", "3"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("channels: 6\n")
+    assert out.startswith("channels: 18 recommended (minimum 6)\n")
+    assert "minimum 6: the pool's capacity just covers the peak if one scheduler placed every call perfectly" in out
     assert "ceil(12 sessions/s x 2 calls/session x (1 + 0.25 headroom) / 5 TPS per channel) = 6" in out
-    assert "Poisson burst" in out
+    assert "recommended 18: callers that do not coordinate (Lambda instances, agents) are throttled on ~0.97%" in out
+    assert "(target 1%)" in out
+    assert "channels: 18 x $0.03 = $0.54" in out
     assert "TURN: 6,000 relayed minutes" in out
+    assert "Poisson burst" not in out
 
 
 def test_cli_json_is_machine_readable(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--peak-sessions-per-sec", "7", "--calls-per-session", "1", "--headroom", "0", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["channels"] == 2
-    assert report["pool_capacity_calls_per_sec"] == 10
+    assert report["minimum_channels"] == 2
+    assert report["minimum_capacity_calls_per_sec"] == 10
+    assert report["recommended_channels"] == recommended_channel_count(7, calls_per_session=1, headroom=0)
+    assert report["predicted_throttle_rate"] <= report["max_throttle_rate"] == 0.01
     assert report["turn_cost_usd_per_month"] is None
+    assert "burst_overrun_probability" not in report
+
+
+def test_cli_json_of_a_saturated_minimum_is_still_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--peak-sessions-per-sec", "5", "--calls-per-session", "1", "--headroom", "0", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)  # no Infinity, which JSON does not have
+    assert report["predicted_throttle_rate_at_minimum"] is None
+
+
+def test_cli_max_throttle_rate_changes_the_recommendation(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--peak-sessions-per-sec", "10", "--max-throttle-rate", "0.001", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["recommended_channels"] == recommended_channel_count(10, max_throttle_rate=0.001) > 15
+    assert report["max_throttle_rate"] == 0.001
+
+
+def test_cli_plot_writes_a_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    target = tmp_path / "sizing.png"
+    assert main(["--peak-sessions-per-sec", "10", "--plot", str(target)]) == 0
+    assert target.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert capsys.readouterr().out.rstrip().endswith(f"plot: {target}")
+
+
+def test_cli_plot_without_matplotlib_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--peak-sessions-per-sec", "10", "--plot", str(tmp_path / "sizing.png")])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "install" in captured.err and "matplotlib" in captured.err
+    assert not (tmp_path / "sizing.png").exists()
 
 
 @pytest.mark.parametrize(
@@ -119,6 +303,12 @@ def test_cli_json_is_machine_readable(capsys: pytest.CaptureFixture[str]) -> Non
         ["--peak-sessions-per-sec", "abc"],
         ["--peak-sessions-per-sec", "5", "--headroom", "-1"],
         ["--peak-sessions-per-sec", "5", "--monthly-sessions", "10"],
+        ["--peak-sessions-per-sec", "5", "--max-throttle-rate", "0"],
+        ["--peak-sessions-per-sec", "5", "--max-throttle-rate", "1"],
+        ["--peak-sessions-per-sec", "5", "--max-throttle-rate", "nan"],
+        ["--peak-sessions-per-sec", "5", "--max-throttle-rate", "often"],
+        ["--peak-sessions-per-sec", "5", "--plot", "/nonexistent-dir/sizing.png"],
+        ["--peak-sessions-per-sec", "5", "--plot", "sizing.txt"],
         [],
     ],
 )
