@@ -68,6 +68,10 @@ class ChannelScheduler:
         failure_cooldown_seconds: How long a channel rests after any other error.
         rng: Source of the random scan offset.
 
+    Attributes:
+        channels: Each channel's state, in pool order.
+        arns: The pool's ARNs, in the same order.
+
     Raises:
         ValueError: The pool is empty or lists a channel twice.
     """
@@ -86,8 +90,10 @@ class ChannelScheduler:
             raise ValueError("the channel pool is empty")
         if len(set(channel_arns)) != len(channel_arns):
             raise ValueError("the channel pool lists a channel twice")
-        self._channels = [Channel(arn, SlidingWindowLimiter(calls_per_window, window_seconds)) for arn in channel_arns]
-        self.arns: tuple[str, ...] = tuple(channel_arns)
+        self.channels = tuple(
+            Channel(arn, SlidingWindowLimiter(calls_per_window, window_seconds)) for arn in channel_arns
+        )
+        self.arns = tuple(channel.arn for channel in self.channels)
         self.throttle_cooldown_seconds = throttle_cooldown_seconds
         self.failure_cooldown_seconds = failure_cooldown_seconds
         self._rng = rng or random.Random()
@@ -107,7 +113,7 @@ class ChannelScheduler:
         )
 
     def __len__(self) -> int:
-        return len(self._channels)
+        return len(self.channels)
 
     def next_channel(self, now: float, skip: Set[str] = frozenset()) -> tuple[Channel | None, float]:
         """Find the channel that can serve soonest, scanning from a random offset.
@@ -119,13 +125,13 @@ class ChannelScheduler:
             ``(channel, when)``: the channel that can take a call at ``now`` (``when <= now``), or
             ``None`` and the earliest time one could (``when > now``).
         """
-        count = len(self._channels)
+        count = len(self.channels)
         start = self._rng.randrange(count)
         if len(skip) >= count:
             skip = frozenset()
         soonest = float("inf")
         for offset in range(count):
-            channel = self._channels[(start + offset) % count]
+            channel = self.channels[(start + offset) % count]
             if channel.arn in skip:
                 continue
             ready_at = channel.ready_at(now)
