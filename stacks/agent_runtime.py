@@ -15,7 +15,6 @@ from constructs import Construct
 
 from stacks.checks import acknowledge_wildcard, nag_arn, redundant_depends_on
 from stacks.network import Network
-from stacks.turn_pool import TurnChannelPool
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 AGENT_DOCKERFILE = "agent/Dockerfile"
@@ -108,8 +107,9 @@ class AgentRuntime(Construct):
     """The agent container (ARM64) on AgentCore Runtime in VPC mode, in the private subnets.
 
     The execution role the L2 construct creates holds what AgentCore itself needs (image pull,
-    runtime logs, traces, its own metrics namespace). This construct adds what the agent does:
-    TURN credentials from the pool and the configured pipeline's model calls, nothing else.
+    runtime logs, traces, its own metrics namespace). This construct adds the configured pipeline's
+    model calls and nothing else: the agent's TURN credentials come with each offer from the broker,
+    so the runtime has no KVS permission and no pool configuration.
 
     Attributes:
         runtime: The ``Runtime`` L2 construct.
@@ -124,7 +124,6 @@ class AgentRuntime(Construct):
         *,
         settings: AgentRuntimeSettings,
         network: Network,
-        pool: TurnChannelPool,
     ) -> None:
         super().__init__(scope, construct_id)
         dockerfile = settings.build_context / settings.dockerfile
@@ -134,7 +133,7 @@ class AgentRuntime(Construct):
         self.runtime = agentcore.Runtime(
             self,
             "Runtime",
-            description="Pipecat voice agent (SmallWebRTC) with TURN from a KVS channel pool",
+            description="Pipecat voice agent (SmallWebRTC), TURN credentials from the broker's KVS channel pool",
             agent_runtime_artifact=agentcore.AgentRuntimeArtifact.from_asset(
                 str(settings.build_context),
                 file=settings.dockerfile,
@@ -149,8 +148,6 @@ class AgentRuntime(Construct):
                 security_groups=[network.runtime_security_group],
             ),
             environment_variables={
-                "TURN_CHANNEL_ARNS": pool.channel_arns_csv,
-                "TURN_CREDENTIAL_REUSE": pool.credential_reuse.value,
                 "AWS_REGION": stack.region,
                 "AGENT_PIPELINE": settings.pipeline.value,
                 "AGENT_NOVA_SONIC_MODEL_ID": settings.nova_sonic_model_id,
@@ -170,7 +167,6 @@ class AgentRuntime(Construct):
         )
         self.runtime_arn = self.runtime.agent_runtime_arn
         self.role = self.runtime.role
-        pool.grant_ice_credentials(self.runtime)
         self._grant_pipeline(settings)
         self._acknowledge_service_wildcards(settings)
         redundant_depends_on(

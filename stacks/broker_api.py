@@ -147,7 +147,7 @@ class BrokerApi(Construct):
             role=self.role,
             log_group=self.log_group,
             environment={
-                "TURN_CHANNEL_ARNS": pool.channel_arns_csv,
+                "TURN_CHANNEL_PREFIX": pool.name_prefix,
                 "TURN_CREDENTIAL_REUSE": pool.credential_reuse.value,
                 "AGENT_INVOKER": "agentcore",
                 "AGENT_RUNTIME_ARN": agent.runtime_arn,

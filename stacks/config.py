@@ -71,14 +71,17 @@ class AppConfig:
             ContextError: A value is missing or invalid.
         """
         reader = _ContextReader(context)
+        turn_pool = _turn_pool(reader)
         return cls(
             stack_name=reader.string("stackName", "PipecatVoiceAgent", _STACK_NAME),
             network=NetworkSettings(nat_gateways=reader.integer("natGateways", "2", minimum=1, maximum=2)),
-            turn_pool=_turn_pool(reader),
+            turn_pool=turn_pool,
             agent_runtime=_agent_runtime(reader),
             broker_api=_broker_api(reader),
             observability=ObservabilitySettings(
-                p99_latency_ms=reader.integer("latencyAlarmP99Ms", "1500", minimum=1, maximum=60_000)
+                p99_latency_ms=reader.integer("latencyAlarmP99Ms", "1500", minimum=1, maximum=60_000),
+                # The pool is sized for this rate: the alarm says when the fleet sees more.
+                max_throttles_per_call=turn_pool.max_throttle_rate,
             ),
         )
 
@@ -93,6 +96,7 @@ def _turn_pool(reader: _ContextReader) -> TurnPoolSettings:
         peak_sessions_per_sec=reader.number("peakSessionsPerSecond", "10", exclusive_minimum=0),
         calls_per_session=reader.integer("callsPerSession", "2", minimum=1, maximum=10),
         headroom=reader.number("channelHeadroom", "0.25", minimum=0),
+        max_throttle_rate=reader.number("maxThrottleRate", "0.01", exclusive_minimum=0, exclusive_maximum=1),
         channel_count_override=reader.optional(
             "channelCount", lambda key: reader.integer(key, "8", minimum=1, maximum=10_000)
         ),
@@ -102,7 +106,9 @@ def _turn_pool(reader: _ContextReader) -> TurnPoolSettings:
         _ = settings.channel_count
     except SizingError as exc:
         raise ContextError(
-            "peakSessionsPerSecond", f"with callsPerSession and channelHeadroom cannot size the pool ({exc})", "10"
+            "peakSessionsPerSecond",
+            f"with callsPerSession, channelHeadroom and maxThrottleRate cannot size the pool ({exc})",
+            "10",
         ) from exc
     return settings
 
@@ -189,6 +195,7 @@ class _ContextReader:
         *,
         minimum: float | None = None,
         exclusive_minimum: float | None = None,
+        exclusive_maximum: float | None = None,
     ) -> float:
         value = self._raw(key, example)
         try:
@@ -203,6 +210,8 @@ class _ContextReader:
             raise ContextError(key, f"must be >= {minimum:g}, got {number:g}", example)
         if exclusive_minimum is not None and number <= exclusive_minimum:
             raise ContextError(key, f"must be > {exclusive_minimum:g}, got {number:g}", example)
+        if exclusive_maximum is not None and number >= exclusive_maximum:
+            raise ContextError(key, f"must be < {exclusive_maximum:g}, got {number:g}", example)
         return number
 
     def integer(self, key: str, example: str, *, minimum: int, maximum: int) -> int:

@@ -8,11 +8,14 @@ from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from constructs import Construct
 
-from broker.telemetry import METRICS_NAMESPACE, SERVICE_DIMENSION, SERVICE_NAME, MetricName
+from broker.telemetry import METRICS_NAMESPACE, PEER_DIMENSION, PEERS, SERVICE_DIMENSION, SERVICE_NAME, MetricName
 from stacks.agent_runtime import AgentRuntime
 from stacks.broker_api import BrokerApi
 
 ONE_MINUTE = Duration.minutes(1)
+MIN_CALLS_FOR_RATIO = 100
+"""Below this many KVS calls in a minute the throttle ratio is noise (one throttle in ten calls is
+10 %): the alarm's expression counts such a minute as 0."""
 
 
 @dataclass(frozen=True)
@@ -20,26 +23,30 @@ class ObservabilitySettings:
     """Alarm thresholds.
 
     Attributes:
-        kvs_throttles_per_minute: KVS throttles per minute that mean the pool is too small when they
-            persist (each one is absorbed by failover, so a few are harmless).
+        max_throttles_per_call: KVS throttles per call the pool was sized for (``maxThrottleRate``);
+            more than this for 3 of 5 minutes means the pool is too small for the load.
         p99_latency_ms: The broker's p99 request latency that counts as slow.
         lambda_errors_per_minute: Lambda errors per minute that raise the alarm.
     """
 
-    kvs_throttles_per_minute: int = 5
+    max_throttles_per_call: float = 0.01
     p99_latency_ms: int = 1500
     lambda_errors_per_minute: int = 1
 
 
-def broker_metric(metric_name: str, statistic: str, *, label: str | None = None) -> cloudwatch.Metric:
+def broker_metric(
+    metric_name: str, statistic: str, *, label: str | None = None, peer: str | None = None
+) -> cloudwatch.Metric:
     """Return one of the broker's metrics (``broker.telemetry``) at one-minute resolution.
 
-    Leave ``label`` out for alarms: a labelled metric makes the alarm a metric-math alarm.
+    Without ``peer`` it is the total over both peers; with it, that peer's share. Leave ``label`` out
+    for alarms: a labelled metric makes the alarm a metric-math alarm.
     """
+    dimensions = {SERVICE_DIMENSION: SERVICE_NAME} | ({PEER_DIMENSION: peer} if peer else {})
     return cloudwatch.Metric(
         namespace=METRICS_NAMESPACE,
         metric_name=metric_name,
-        dimensions_map={SERVICE_DIMENSION: SERVICE_NAME},
+        dimensions_map=dimensions,
         statistic=statistic,
         period=ONE_MINUTE,
         label=label,
@@ -51,7 +58,8 @@ class Observability(Construct):
 
     Attributes:
         dashboard: The CloudWatch dashboard.
-        kvs_throttle_alarm: KVS throttles persist: the pool is too small for the load.
+        throttles_per_call: KVS throttles per GetIceServerConfig call, both peers together.
+        kvs_throttle_alarm: Throttles per call above the rate the pool was sized for: it is too small.
         pool_exhausted_alarm: A request was refused with 503 because no channel could serve.
         lambda_error_alarm: The broker Lambda failed.
         latency_alarm: The broker's p99 latency is above the threshold.
@@ -73,13 +81,20 @@ class Observability(Construct):
         p99_latency = broker_metric(MetricName.REQUEST_LATENCY, "p99")
         lambda_errors = api.function.metric_errors(period=ONE_MINUTE, statistic="Sum")
 
-        self.kvs_throttle_alarm = throttles.create_alarm(
+        self.throttles_per_call = cloudwatch.MathExpression(
+            expression=f"IF(calls >= {MIN_CALLS_FOR_RATIO}, throttles / calls, 0)",
+            using_metrics={"throttles": throttles, "calls": broker_metric(MetricName.KVS_CALLS, "Sum")},
+            label="KVS throttles per call",
+            period=ONE_MINUTE,
+        )
+        self.kvs_throttle_alarm = self.throttles_per_call.create_alarm(
             self,
-            "KvsThrottles",
-            alarm_description="KVS throttled GetIceServerConfig for 3 of 5 minutes: grow the TURN pool "
-            "(peakSessionsPerSecond or channelCount) or use shared credentials",
-            threshold=settings.kvs_throttles_per_minute,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            "KvsThrottlesPerCall",
+            alarm_description=f"KVS throttled more than {settings.max_throttles_per_call:g} of GetIceServerConfig "
+            "calls (the rate the pool was sized for) for 3 of 5 minutes: the load outgrew the pool; raise "
+            "peakSessionsPerSecond (or channelCount) and deploy, or use shared credentials",
+            threshold=settings.max_throttles_per_call,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             evaluation_periods=5,
             datapoints_to_alarm=3,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
@@ -123,12 +138,21 @@ class Observability(Construct):
         self.dashboard.add_widgets(cloudwatch.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24, height=3))
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
-                title="KVS GetIceServerConfig calls and throttles",
+                title="KVS GetIceServerConfig calls and throttles, per peer",
                 left=[
-                    broker_metric(MetricName.KVS_CALLS, "Sum", label="KVS calls"),
-                    throttles.with_(label="KVS throttles"),
+                    broker_metric(metric, "Sum", label=f"{what} ({peer})", peer=peer)
+                    for metric, what in ((MetricName.KVS_CALLS, "calls"), (MetricName.KVS_THROTTLES, "throttles"))
+                    for peer in PEERS
                 ],
                 right=[broker_metric(MetricName.CACHE_HITS, "Sum", label="Shared credential hits")],
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="KVS throttles per call",
+                left=[self.throttles_per_call],
+                left_annotations=[
+                    cloudwatch.HorizontalAnnotation(value=settings.max_throttles_per_call, label="sized for")
+                ],
                 width=12,
             ),
             cloudwatch.GraphWidget(
@@ -143,7 +167,12 @@ class Observability(Construct):
                 left=[
                     broker_metric(MetricName.REQUEST_LATENCY, "p50", label="Request p50"),
                     p99_latency.with_(label="Request p99"),
-                    broker_metric(MetricName.CREDENTIAL_LATENCY, "p99", label="ICE servers p99"),
+                    *(
+                        broker_metric(
+                            MetricName.CREDENTIAL_LATENCY, "p99", label=f"ICE servers p99 ({peer})", peer=peer
+                        )
+                        for peer in PEERS
+                    ),
                 ],
                 left_annotations=[cloudwatch.HorizontalAnnotation(value=settings.p99_latency_ms, label="p99 alarm")],
                 width=12,

@@ -1,38 +1,44 @@
-"""TURN channel pool: KVS signaling channels used only to mint TURN credentials."""
+"""TURN channel pool: KVS signaling channels used only to mint TURN credentials.
+
+The pool is found by name, not by a list of ARNs: every channel is named ``<stack>-turn-NNN`` and
+the broker lists them once per cold start (``ListSignalingChannels`` with ``BEGINS_WITH``). Nothing
+about the pool's size has to fit in an environment variable, an IAM policy or a stack output, so a
+pool of any size deploys: its channels live in nested stacks of at most ``CHANNELS_PER_STACK``
+(CloudFormation allows 500 resources per stack).
+"""
 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
-from aws_cdk import Fn, Stack, Token
+from aws_cdk import ArnFormat, NestedStack, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesisvideo as kinesisvideo
 from constructs import Construct
 
-from broker.sizing import channel_count
+from broker.sizing import DEFAULT_MAX_THROTTLE_RATE, recommended_channel_count
+from stacks.checks import acknowledge_wildcard, nag_arn
 
 ICE_CREDENTIAL_ACTIONS = (
     "kinesisvideo:GetSignalingChannelEndpoint",
     "kinesisvideo:GetIceServerConfig",
 )
 """What a caller needs to mint TURN credentials from a channel (and nothing else)."""
+DISCOVERY_ACTION = "kinesisvideo:ListSignalingChannels"
+"""How the broker finds the pool at cold start. It has no resource type: it is granted on ``*``."""
 
-ENVIRONMENT_VALUE_LIMIT = 2048
-"""AgentCore Runtime's limit on one environment variable's value (Lambda's total is 4 KB)."""
-
-_LONGEST_PARTITION = "aws-us-gov"
-_LONGEST_REGION = "ap-southeast-2"
-_CHANNEL_ARN_TEMPLATE = "arn:{partition}:kinesisvideo:{region}:123456789012:channel/{name}/1700000000000"
-"""A channel ARN ends with the channel's creation time in milliseconds (13 digits)."""
-
-
-class PoolTooLargeError(ValueError):
-    """The pool's channel ARNs would not fit in one environment variable."""
+CHANNELS_PER_STACK = 400
+"""Channels per nested stack: under CloudFormation's 500 resources per stack, with room to spare."""
+CREATION_BATCH = 20
+"""Channels created at once. Each channel waits for the one ``CREATION_BATCH`` before it, so a deploy
+never has more than this many ``CreateSignalingChannel`` calls in flight (KVS allows 50 per second per
+account) however large the pool."""
 
 
 class CredentialReuse(enum.StrEnum):
-    """How the broker and the agent reuse TURN credentials (``TURN_CREDENTIAL_REUSE``)."""
+    """How the broker reuses TURN credentials (``TURN_CREDENTIAL_REUSE``)."""
 
     PER_SESSION = "per-session"
     SHARED = "shared"
@@ -42,13 +48,15 @@ class CredentialReuse(enum.StrEnum):
 class TurnPoolSettings:
     """How many channels the pool holds and how callers use them.
 
-    The channel count comes from :func:`broker.sizing.channel_count`, the same arithmetic as the
-    sizing CLI, unless ``channel_count_override`` is set.
+    The channel count comes from :func:`broker.sizing.recommended_channel_count`, the same model as
+    the sizing CLI's ``recommended_channels`` (callers that do not coordinate, throttled on at most
+    ``max_throttle_rate`` of their calls), unless ``channel_count_override`` is set.
 
     Attributes:
         peak_sessions_per_sec: Peak rate of new sessions per second.
         calls_per_session: ``GetIceServerConfig`` calls one session makes (browser + agent = 2).
-        headroom: Spare capacity as a fraction, e.g. 0.25.
+        headroom: Spare capacity as a fraction, e.g. 0.25 (the minimum pool's arithmetic).
+        max_throttle_rate: Throttles per call the pool is sized for; the throttle alarm fires above it.
         channel_count_override: An explicit channel count, or ``None`` to size from the peak.
         credential_reuse: ``per-session`` or ``shared`` credentials.
     """
@@ -56,6 +64,7 @@ class TurnPoolSettings:
     peak_sessions_per_sec: float
     calls_per_session: int = 2
     headroom: float = 0.25
+    max_throttle_rate: float = DEFAULT_MAX_THROTTLE_RATE
     channel_count_override: int | None = None
     credential_reuse: CredentialReuse = CredentialReuse.PER_SESSION
 
@@ -64,63 +73,81 @@ class TurnPoolSettings:
         """The number of channels the pool creates."""
         if self.channel_count_override is not None:
             return self.channel_count_override
-        return channel_count(
-            self.peak_sessions_per_sec, calls_per_session=self.calls_per_session, headroom=self.headroom
+        return recommended_channel_count(
+            self.peak_sessions_per_sec,
+            calls_per_session=self.calls_per_session,
+            headroom=self.headroom,
+            max_throttle_rate=self.max_throttle_rate,
         )
 
 
 class TurnChannelPool(Construct):
-    """N ``SINGLE_MASTER`` signaling channels named ``<stack>-turn-NNN``.
+    """N ``SINGLE_MASTER`` signaling channels named ``<stack>-turn-NNN``, in nested stacks.
 
-    Channels are numbered from 0, so growing the pool adds channels and leaves the existing ones
-    (and their ARNs) alone.
+    Channels are numbered from 0, so growing the pool adds channels and leaves the existing ones alone.
 
     Attributes:
+        name_prefix: What every channel name of the pool begins with (``TURN_CHANNEL_PREFIX``).
+        channel_count: How many channels the pool holds.
+        parts: The nested stacks holding the channels, ``CHANNELS_PER_STACK`` at most each.
         channels: The ``AWS::KinesisVideo::SignalingChannel`` resources, in order.
-        channel_arns: Their ARNs (tokens).
-        channel_arns_csv: The ARNs joined with commas, for ``TURN_CHANNEL_ARNS``.
+        channel_arn_pattern: An ARN pattern matching the pool's channels and no channel of another stack.
         credential_reuse: The credential reuse mode callers should use.
+        max_throttle_rate: Throttles per call the pool is sized for.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: TurnPoolSettings) -> None:
         super().__init__(scope, construct_id)
-        count = settings.channel_count
         stack = Stack.of(self)
-        prefix = f"{stack.stack_name}-turn-"
-        arns_length = len(",".join(self._longest_arn(stack, f"{prefix}{index:03d}") for index in range(count)))
-        if arns_length > ENVIRONMENT_VALUE_LIMIT:
-            raise PoolTooLargeError(
-                f"{count} channel ARNs need up to {arns_length} characters in TURN_CHANNEL_ARNS, more "
-                f"than the {ENVIRONMENT_VALUE_LIMIT} an AgentCore environment variable holds: lower "
-                "peakSessionsPerSecond or channelHeadroom, use -c turnCredentialReuse=shared with a smaller "
-                "-c channelCount=N (shared credentials make KVS calls independent of the session rate), "
-                "or shorten the stack name (-c stackName=...)"
-            )
+        self.name_prefix = f"{stack.stack_name}-turn-"
+        self.channel_count = settings.channel_count
         self.credential_reuse = settings.credential_reuse
-        self.channels = [
-            kinesisvideo.CfnSignalingChannel(
-                self, f"Channel{index:03d}", name=f"{prefix}{index:03d}", type="SINGLE_MASTER"
-            )
-            for index in range(count)
-        ]
-        self.channel_arns: list[str] = [channel.attr_arn for channel in self.channels]
-        self.channel_arns_csv: str = Fn.join(",", self.channel_arns)
-
-    @staticmethod
-    def _longest_arn(stack: Stack, name: str) -> str:
-        """Return the longest ARN the channel ``name`` can have in ``stack``'s environment."""
-        return _CHANNEL_ARN_TEMPLATE.format(
-            partition=_LONGEST_PARTITION if Token.is_unresolved(stack.partition) else stack.partition,
-            region=_LONGEST_REGION if Token.is_unresolved(stack.region) else stack.region,
-            name=name,
+        self.max_throttle_rate = settings.max_throttle_rate
+        self.parts: list[NestedStack] = []
+        self.channels: list[kinesisvideo.CfnSignalingChannel] = []
+        for part_index in range(math.ceil(self.channel_count / CHANNELS_PER_STACK)):
+            self._part(part_index)
+        self.channel_arn_pattern = stack.format_arn(
+            service="kinesisvideo",
+            resource="channel",
+            resource_name=f"{self.name_prefix}*/*",
+            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
         )
 
-    def grant_ice_credentials(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Let ``grantee`` mint TURN credentials from this pool's channels, and nothing more.
+    def _part(self, part_index: int) -> None:
+        """One nested stack of channels; it starts once the previous part is created."""
+        part = NestedStack(self, f"Part{part_index}", description=f"TURN channel pool, part {part_index}")
+        if self.parts:
+            part.add_dependency(self.parts[-1])
+        first = part_index * CHANNELS_PER_STACK
+        for index in range(first, min(first + CHANNELS_PER_STACK, self.channel_count)):
+            channel = kinesisvideo.CfnSignalingChannel(
+                part, f"Channel{index:03d}", name=f"{self.name_prefix}{index:03d}", type="SINGLE_MASTER"
+            )
+            if index - first >= CREATION_BATCH:
+                channel.add_dependency(self.channels[index - CREATION_BATCH])
+            self.channels.append(channel)
+        self.parts.append(part)
 
-        Grants ``GetSignalingChannelEndpoint`` and ``GetIceServerConfig`` on exactly the pool's
-        channel ARNs.
+    def grant_ice_credentials(self, grantee: iam.IRole) -> None:
+        """Let ``grantee`` find the pool and mint TURN credentials from its channels, and nothing more.
+
+        Grants ``GetSignalingChannelEndpoint`` and ``GetIceServerConfig`` on channels named with the
+        pool's prefix, and ``ListSignalingChannels`` (which has no resource type) on ``*``.
         """
-        return iam.Grant.add_to_principal(
-            grantee=grantee, actions=list(ICE_CREDENTIAL_ACTIONS), resource_arns=self.channel_arns
+        iam.Grant.add_to_principal(
+            grantee=grantee, actions=list(ICE_CREDENTIAL_ACTIONS), resource_arns=[self.channel_arn_pattern]
+        )
+        iam.Grant.add_to_principal(grantee=grantee, actions=[DISCOVERY_ACTION], resource_arns=["*"])
+        acknowledge_wildcard(
+            grantee,
+            f"Resource::{nag_arn(self, 'kinesisvideo', f'channel/{self.name_prefix}*/*')}",
+            f"the TURN pool's channels: every channel named {self.name_prefix}NNN (the name prefix is the "
+            "stack's own), whatever their creation time; listing hundreds of ARNs would not fit in a policy",
+        )
+        acknowledge_wildcard(
+            grantee,
+            "Resource::*",
+            "kinesisvideo:ListSignalingChannels has no resource type; the broker lists the pool's channels "
+            "by name prefix once per cold start",
         )

@@ -38,7 +38,7 @@ class VoiceAgentStack(Stack):
         )
         self.network = Network(self, "Network", settings=config.network)
         self.pool = TurnChannelPool(self, "TurnPool", settings=config.turn_pool)
-        self.agent = AgentRuntime(self, "Agent", settings=config.agent_runtime, network=self.network, pool=self.pool)
+        self.agent = AgentRuntime(self, "Agent", settings=config.agent_runtime, network=self.network)
         self.api = BrokerApi(self, "BrokerApi", settings=config.broker_api, pool=self.pool, agent=self.agent)
         self.observability = Observability(
             self, "Observability", settings=config.observability, api=self.api, agent=self.agent
@@ -48,10 +48,11 @@ class VoiceAgentStack(Stack):
         CfnOutput(self, "AgentRuntimeArn", value=self.agent.runtime_arn, description="AgentCore runtime ARN")
         CfnOutput(
             self,
-            "TurnChannelArns",
-            value=self.pool.channel_arns_csv,
-            description="KVS signaling channels of the TURN pool, comma-separated",
+            "TurnChannelPrefix",
+            value=self.pool.name_prefix,
+            description="Every KVS signaling channel of the TURN pool is named with this prefix",
         )
+        CfnOutput(self, "TurnChannelCount", value=str(self.pool.channel_count), description="Channels in the TURN pool")
         CfnOutput(
             self,
             "DashboardName",

@@ -26,11 +26,17 @@ from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from broker.services import AWS_SERVICES
-from broker.sizing import channel_count
+from broker.sizing import recommended_channel_count
 from broker.telemetry import METRICS_NAMESPACE, SERVICE_DIMENSION, SERVICE_NAME, MetricName
 from stacks.builder import build_app
 from stacks.config import AppConfig
-from stacks.turn_pool import ICE_CREDENTIAL_ACTIONS, PoolTooLargeError, TurnChannelPool
+from stacks.turn_pool import (
+    CHANNELS_PER_STACK,
+    CREATION_BATCH,
+    DISCOVERY_ACTION,
+    ICE_CREDENTIAL_ACTIONS,
+    TurnChannelPool,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CDK_CONTEXT: dict[str, Any] = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
@@ -53,12 +59,18 @@ EXTERNAL_IDP_CONTEXT = {
 
 @dataclass(frozen=True)
 class Synthesized:
-    """One synthesized app: its stack, template and cloud assembly directory."""
+    """One synthesized app: its stack, template, the pool's nested templates and the assembly directory."""
 
     stack: Stack
     template: Template
     template_json: dict[str, Any]
+    pool_json: list[dict[str, Any]]
     outdir: Path
+
+    @property
+    def template_files(self) -> list[Path]:
+        """The stack's template and every nested template, as cfn-lint and CloudFormation see them."""
+        return sorted(self.outdir.glob("*.template.json"))
 
 
 def synthesize(
@@ -69,7 +81,8 @@ def synthesize(
     stack = build_app(app, env=env or Environment())
     assembly = app.synth()  # cdk-nag runs here and raises on any unacknowledged finding
     template_json = assembly.get_stack_by_name(stack.stack_name).template
-    return Synthesized(stack, Template.from_json(template_json), template_json, outdir)
+    pool_json = [json.loads((outdir / part.template_file).read_text()) for part in stack.pool.parts]
+    return Synthesized(stack, Template.from_json(template_json), template_json, pool_json, outdir)
 
 
 @pytest.fixture(scope="module")
@@ -132,10 +145,33 @@ def role_statements(synth: Synthesized, role_id: str) -> list[dict[str, Any]]:
     return statements
 
 
-def channel_arn_refs(synth: Synthesized) -> list[dict[str, Any]]:
-    return [
-        {"Fn::GetAtt": [logical_id, "Arn"]} for logical_id in resources(synth, "AWS::KinesisVideo::SignalingChannel")
+def channels_of(pool_json: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every channel of the pool, in name order, from its nested templates."""
+    found = [
+        resource
+        for template in pool_json
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::KinesisVideo::SignalingChannel"
     ]
+    return sorted(found, key=lambda channel: channel["Properties"]["Name"])
+
+
+def pool_arn_pattern() -> dict[str, Any]:
+    """The ARN pattern of the pool's channels, as the template spells it."""
+    return {
+        "Fn::Join": [
+            "",
+            [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                ":kinesisvideo:",
+                {"Ref": "AWS::Region"},
+                ":",
+                {"Ref": "AWS::AccountId"},
+                ":channel/PipecatVoiceAgent-turn-*/*",
+            ],
+        ]
+    }
 
 
 def runtime_id(synth: Synthesized) -> str:
@@ -156,28 +192,29 @@ def function_role_id(synth: Synthesized) -> str:
 # --- TURN channel pool -------------------------------------------------------------------------
 
 
-def test_default_pool_is_sized_by_the_sizing_function(default_app: Synthesized) -> None:
-    expected = channel_count(
+def test_default_pool_is_sized_for_callers_that_do_not_coordinate(default_app: Synthesized) -> None:
+    expected = recommended_channel_count(
         CDK_CONTEXT["peakSessionsPerSecond"],
         calls_per_session=CDK_CONTEXT["callsPerSession"],
         headroom=CDK_CONTEXT["channelHeadroom"],
+        max_throttle_rate=CDK_CONTEXT["maxThrottleRate"],
     )
-    default_app.template.resource_count_is("AWS::KinesisVideo::SignalingChannel", expected)
+    assert len(channels_of(default_app.pool_json)) == expected == default_app.stack.pool.channel_count
+    default_app.template.resource_count_is("AWS::KinesisVideo::SignalingChannel", 0)  # all in the nested stack
+    default_app.template.resource_count_is("AWS::CloudFormation::Stack", 1)
 
 
 def test_channel_count_override_wins(external_idp_app: Synthesized) -> None:
-    external_idp_app.template.resource_count_is(
-        "AWS::KinesisVideo::SignalingChannel", EXTERNAL_IDP_CONTEXT["channelCount"]
-    )
+    assert len(channels_of(external_idp_app.pool_json)) == EXTERNAL_IDP_CONTEXT["channelCount"]
 
 
-def pool_template(tmp_path: Path, **overrides: Any) -> Template:
+def pool_json(tmp_path: Path, **overrides: Any) -> list[dict[str, Any]]:
     """Only the pool, in its own stack, from the same context parsing as the app (and with cdk-nag)."""
     app = App(outdir=str(tmp_path), context={**CDK_CONTEXT, **overrides})
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
-    stack = Stack(app, "PoolOnly")
-    TurnChannelPool(stack, "TurnPool", settings=AppConfig.from_context(app.node.try_get_context).turn_pool)
-    return Template.from_stack(stack)
+    stack = Stack(app, "PipecatVoiceAgent")
+    pool = TurnChannelPool(stack, "TurnPool", settings=AppConfig.from_context(app.node.try_get_context).turn_pool)
+    return [Template.from_stack(part).to_json() for part in pool.parts]
 
 
 @pytest.mark.parametrize(
@@ -185,52 +222,60 @@ def pool_template(tmp_path: Path, **overrides: Any) -> Template:
     [(0.5, 2, 0.25), (1, 2, 0.25), (7, 2, 0.25), (12.5, 2, 0.5), (15, 1, 0), (30, 1, 0.1)],
 )
 def test_pool_size_equals_the_sizing_function(tmp_path: Path, peak: float, calls: int, headroom: float) -> None:
-    template = pool_template(tmp_path, peakSessionsPerSecond=peak, callsPerSession=calls, channelHeadroom=headroom)
-    template.resource_count_is(
-        "AWS::KinesisVideo::SignalingChannel", channel_count(peak, calls_per_session=calls, headroom=headroom)
-    )
+    templates = pool_json(tmp_path, peakSessionsPerSecond=peak, callsPerSession=calls, channelHeadroom=headroom)
+    assert len(channels_of(templates)) == recommended_channel_count(peak, calls_per_session=calls, headroom=headroom)
 
 
 def test_pool_override_ignores_the_peak(tmp_path: Path) -> None:
-    pool_template(tmp_path, peakSessionsPerSecond=1000, channelCount="3").resource_count_is(
-        "AWS::KinesisVideo::SignalingChannel", 3
-    )
+    assert len(channels_of(pool_json(tmp_path, peakSessionsPerSecond=1000, channelCount="3"))) == 3
 
 
-def test_pool_too_large_for_one_environment_variable_fails_with_advice(tmp_path: Path) -> None:
-    with pytest.raises(PoolTooLargeError, match="turnCredentialReuse=shared"):
-        pool_template(tmp_path, channelCount=40)
+def test_a_pool_of_any_size_is_split_into_nested_stacks_created_in_batches(tmp_path: Path) -> None:
+    count = recommended_channel_count(1000)  # about 1,500 channels: more than one stack may hold
+    templates = pool_json(tmp_path, peakSessionsPerSecond=1000)
+    assert len(templates) == -(-count // CHANNELS_PER_STACK) > 1
+    assert all(len(template["Resources"]) <= CHANNELS_PER_STACK < 500 for template in templates)
+    names = [channel["Properties"]["Name"] for channel in channels_of(templates)]
+    assert names == sorted(f"PipecatVoiceAgent-turn-{index:03d}" for index in range(count))
+    for template in templates:
+        channels = list(template["Resources"].items())
+        # Each channel waits for the one CREATION_BATCH before it: never more creations in flight.
+        for position, (_, channel) in enumerate(channels):
+            expected = [channels[position - CREATION_BATCH][0]] if position >= CREATION_BATCH else None
+            assert channel.get("DependsOn") == expected
 
 
 def test_channels_are_single_master_with_stack_unique_names(default_app: Synthesized) -> None:
-    channels = resources(default_app, "AWS::KinesisVideo::SignalingChannel").values()
-    names = sorted(channel["Properties"]["Name"] for channel in channels)
+    channels = channels_of(default_app.pool_json)
+    names = [channel["Properties"]["Name"] for channel in channels]
     assert names == [f"PipecatVoiceAgent-turn-{index:03d}" for index in range(len(names))]
     assert {channel["Properties"]["Type"] for channel in channels} == {"SINGLE_MASTER"}
 
 
-def test_kvs_actions_are_granted_on_the_pool_arns_only(any_app: Synthesized) -> None:
-    pool_arns = sorted(map(json.dumps, channel_arn_refs(any_app)))
-    granted_roles = []
-    for policy in resources(any_app, "AWS::IAM::Policy").values():
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-            actions = as_list(statement["Action"])
-            if any(action.startswith("kinesisvideo:") for action in actions):
-                assert sorted(actions) == sorted(ICE_CREDENTIAL_ACTIONS)
-                assert statement["Effect"] == "Allow"
-                assert sorted(map(json.dumps, as_list(statement["Resource"]))) == pool_arns
-                granted_roles.extend(role["Ref"] for role in policy["Properties"]["Roles"])
-    assert not any(
-        action.startswith("kinesisvideo:")
+def test_only_the_broker_may_use_the_pool_and_only_its_channels(any_app: Synthesized) -> None:
+    granted = [
+        (owner, statement)
         for owner, statement in policy_statements(any_app)
-        if owner in resources(any_app, "AWS::IAM::Role")
-        for action in as_list(statement["Action"])
-    )
-    # The agent (its own credentials) and the broker (the browser's), and nobody else.
-    assert sorted(granted_roles) == sorted([runtime_role_id(any_app), function_role_id(any_app)])
+        if any(action.startswith("kinesisvideo:") for action in as_list(statement["Action"]))
+    ]
+    broker_policy = [
+        logical_id
+        for logical_id, policy in resources(any_app, "AWS::IAM::Policy").items()
+        if {"Ref": function_role_id(any_app)} in policy["Properties"]["Roles"]
+    ]
+    # The agent gets its TURN credentials with each offer: its role has no KVS permission at all.
+    assert {owner for owner, _ in granted} == set(broker_policy)
+    by_action = {tuple(sorted(as_list(statement["Action"]))): statement for _, statement in granted}
+    assert set(by_action) == {tuple(sorted(ICE_CREDENTIAL_ACTIONS)), (DISCOVERY_ACTION,)}
+    minting = by_action[tuple(sorted(ICE_CREDENTIAL_ACTIONS))]
+    pattern = json.dumps(minting["Resource"])
+    assert "channel/PipecatVoiceAgent-turn-*/*" in pattern and minting["Effect"] == "Allow"
+    assert by_action[(DISCOVERY_ACTION,)]["Resource"] == "*"  # ListSignalingChannels has no resource type
 
 
-# --- IAM everywhere --------------------------------------------------------------------------
+def test_the_runtime_gets_no_pool_configuration(any_app: Synthesized) -> None:
+    variables = only(any_app, "AWS::BedrockAgentCore::Runtime")[1]["Properties"]["EnvironmentVariables"]
+    assert not [name for name in variables if name.startswith("TURN_")]
 
 
 def test_no_iam_statement_has_a_wildcard_action(any_app: Synthesized) -> None:
@@ -316,8 +361,6 @@ def test_runtime_environment_lifecycle_and_tracing(default_app: Synthesized) -> 
         {
             "AgentRuntimeArtifact": {"ContainerConfiguration": {"ContainerUri": Match.any_value()}},
             "EnvironmentVariables": {
-                "TURN_CHANNEL_ARNS": {"Fn::Join": [",", Match.array_equals(channel_arn_refs(default_app))]},
-                "TURN_CREDENTIAL_REUSE": "per-session",
                 "AWS_REGION": {"Ref": "AWS::Region"},
                 "AGENT_PIPELINE": "nova-sonic",
                 "AGENT_NOVA_SONIC_MODEL_ID": CDK_CONTEXT["novaSonicModelId"],
@@ -389,7 +432,11 @@ def test_cascade_runtime_may_invoke_the_inference_profile_and_its_model(external
     assert any(":bedrock:*::foundation-model/amazon.nova-lite-v1:0" in resource for resource in resources_json)
     external_idp_app.template.has_resource_properties(
         "AWS::BedrockAgentCore::Runtime",
-        {"EnvironmentVariables": Match.object_like({"AGENT_PIPELINE": "cascade", "TURN_CREDENTIAL_REUSE": "shared"})},
+        {"EnvironmentVariables": Match.object_like({"AGENT_PIPELINE": "cascade"})},
+    )
+    external_idp_app.template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {"Environment": {"Variables": Match.object_like({"TURN_CREDENTIAL_REUSE": "shared"})}},
     )
 
 
@@ -410,7 +457,7 @@ def test_broker_lambda_is_arm64_python_with_its_environment(default_app: Synthes
             "Handler": "broker.lambda_handler.handler",
             "Environment": {
                 "Variables": {
-                    "TURN_CHANNEL_ARNS": {"Fn::Join": [",", Match.array_equals(channel_arn_refs(default_app))]},
+                    "TURN_CHANNEL_PREFIX": "PipecatVoiceAgent-turn-",
                     "TURN_CREDENTIAL_REUSE": "per-session",
                     "AGENT_INVOKER": "agentcore",
                     "AGENT_RUNTIME_ARN": {"Fn::GetAtt": [runtime_id(default_app), "AgentRuntimeArn"]},
@@ -557,9 +604,36 @@ def test_stage_is_throttled_and_access_logged(default_app: Synthesized) -> None:
 # --- Observability and outputs ---------------------------------------------------------------
 
 
+def test_the_throttle_alarm_fires_above_the_rate_the_pool_was_sized_for(default_app: Synthesized) -> None:
+    alarms = [
+        alarm["Properties"]
+        for alarm in resources(default_app, "AWS::CloudWatch::Alarm").values()
+        if "Metrics" in alarm["Properties"]
+    ]
+    assert len(alarms) == 1
+    alarm = alarms[0]
+    assert alarm["Threshold"] == CDK_CONTEXT["maxThrottleRate"]
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    by_id = {query["Id"]: query for query in alarm["Metrics"]}
+    assert by_id["throttles"]["MetricStat"]["Metric"]["MetricName"] == MetricName.KVS_THROTTLES
+    assert by_id["calls"]["MetricStat"]["Metric"]["MetricName"] == MetricName.KVS_CALLS
+    for query in ("throttles", "calls"):  # the totals over both peers
+        metric = by_id[query]["MetricStat"]["Metric"]
+        assert metric["Dimensions"] == [{"Name": SERVICE_DIMENSION, "Value": SERVICE_NAME}]
+        assert metric["Namespace"] == METRICS_NAMESPACE
+    ratio = next(query for query in alarm["Metrics"] if query.get("ReturnData", True) and "Expression" in query)
+    assert "throttles / calls" in ratio["Expression"]
+
+
+def test_the_dashboard_shows_each_peers_calls_and_throttles(default_app: Synthesized) -> None:
+    body = json.dumps(only(default_app, "AWS::CloudWatch::Dashboard")[1]["Properties"]["DashboardBody"])
+    for peer in ("browser", "agent"):
+        assert f'\\"peer\\",\\"{peer}\\"' in body
+    assert "KVS throttles per call" in body
+
+
 def test_alarms_watch_the_metrics_the_broker_emits(default_app: Synthesized) -> None:
     for metric, threshold in (
-        (MetricName.KVS_THROTTLES, 5),
         (MetricName.POOL_EXHAUSTED, 1),
         (MetricName.REQUEST_LATENCY, CDK_CONTEXT["latencyAlarmP99Ms"]),
     ):
@@ -582,9 +656,10 @@ def test_alarms_watch_the_metrics_the_broker_emits(default_app: Synthesized) -> 
 
 
 def test_outputs(default_app: Synthesized) -> None:
-    assert {"ApiUrl", "AgentRuntimeArn", "TurnChannelArns", "UserPoolId", "UserPoolClientId"} <= set(
-        default_app.template.find_outputs("*")
-    )
+    outputs = default_app.template.find_outputs("*")
+    assert {"ApiUrl", "AgentRuntimeArn", "TurnChannelPrefix", "TurnChannelCount", "UserPoolId"} <= set(outputs)
+    assert outputs["TurnChannelPrefix"]["Value"] == "PipecatVoiceAgent-turn-"
+    assert outputs["TurnChannelCount"]["Value"] == str(default_app.stack.pool.channel_count)
 
 
 # --- The checks themselves ---------------------------------------------------------------------
@@ -602,8 +677,19 @@ def test_cdk_nag_fails_synth_on_an_unacknowledged_finding(tmp_path: Path) -> Non
 
 def test_cfn_lint_finds_nothing(default_app: Synthesized, external_idp_app: Synthesized) -> None:
     for synth, region in ((default_app, "us-east-1"), (external_idp_app, REGION)):
-        matches = lint_file(synth.outdir / "PipecatVoiceAgent.template.json", ManualArgs(regions=[region]))
-        assert [str(match) for match in matches] == []
+        assert len(synth.template_files) == 2  # the stack and the pool's nested stack
+        for template in synth.template_files:
+            matches = lint_file(template, ManualArgs(regions=[region]))
+            assert [str(match) for match in matches] == []
+
+
+def test_a_stack_for_200_sessions_per_second_synthesizes_clean(tmp_path_factory: pytest.TempPathFactory) -> None:
+    big = synthesize(tmp_path_factory, peakSessionsPerSecond=200)  # cdk-nag runs here
+    assert len(channels_of(big.pool_json)) == recommended_channel_count(200) > 200
+    lambda_env = only(big, "AWS::Lambda::Function")[1]["Properties"]["Environment"]["Variables"]
+    assert len(json.dumps(lambda_env)) < 4096  # the pool's size is in no environment variable
+    for template in big.template_files:
+        assert [str(match) for match in lint_file(template, ManualArgs(regions=["us-east-1"]))] == []
 
 
 def test_bad_context_fails_cdk_synth_with_a_clear_message(tmp_path: Path) -> None:
@@ -631,3 +717,7 @@ def mask_asset_hashes(*, data: Any, path: Any) -> Any:
 
 def test_template_snapshot(default_app: Synthesized, snapshot: SnapshotAssertion) -> None:
     assert default_app.template_json == snapshot(extension_class=JSONSnapshotExtension, matcher=mask_asset_hashes)
+
+
+def test_pool_template_snapshot(default_app: Synthesized, snapshot: SnapshotAssertion) -> None:
+    assert default_app.pool_json == snapshot(extension_class=JSONSnapshotExtension, matcher=mask_asset_hashes)
