@@ -1,17 +1,25 @@
 """Names shared by the broker's metrics and the CDK dashboard and alarms that read them.
 
 The broker emits CloudWatch metrics in Embedded Metric Format (Powertools Metrics) under
-``METRICS_NAMESPACE`` with the single dimension ``service=SERVICE_NAME``. The observability
-construct builds its alarms from these same constants, so a rename cannot silently break an alarm.
+``METRICS_NAMESPACE`` with the dimension ``service=SERVICE_NAME``. A request that fetched TURN
+credentials publishes its metrics a second time with ``peer`` added (``browser`` for ``/start``,
+``agent`` for an offer), so the dashboard shows both peers apart and the alarms read the totals. The
+observability construct builds its alarms from these same constants, so a rename cannot silently break
+an alarm.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal
 
 METRICS_NAMESPACE: Final = "PipecatAgentCore/TurnBroker"
 SERVICE_NAME: Final = "turn-broker"
 SERVICE_DIMENSION: Final = "service"
+PEER_DIMENSION: Final = "peer"
+
+Peer = Literal["browser", "agent"]
+"""Whose TURN credentials a request fetched: the browser's (``/start``) or the agent's (an offer)."""
+PEERS: Final[tuple[Peer, ...]] = ("browser", "agent")
 
 
 class MetricName:
