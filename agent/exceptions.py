@@ -16,7 +16,8 @@ class PayloadError(AgentError):
 
     Attributes:
         code: Stable machine-readable reason (``unknown_type``, ``missing_data``, ``invalid_sdp``,
-            ``unknown_pc_id``, ``invalid_candidate``, ``payload_too_large``, ``invalid_json``).
+            ``unknown_pc_id``, ``invalid_candidate``, ``invalid_ice_servers``, ``ice_servers_missing``,
+            ``payload_too_large``, ``invalid_json``).
     """
 
     def __init__(self, code: str, message: str) -> None:
