@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
+from typing import Final
 
 from loguru import logger as loguru_logger
 
 from agent.config import AgentConfig
 from agent.exceptions import ConfigurationError
 
+QUIET_LIBRARY_LOGGERS: Final[Mapping[str, int]] = {"aioice": logging.WARNING, "aiortc": logging.WARNING}
+"""Libraries that speak only of problems, whatever ``AGENT_LOG_LEVEL`` says.
+
+aioice logs every STUN message it sends or receives at DEBUG, and the attributes of an authenticated
+TURN request include the TURN ``USERNAME``; it and aiortc also log every connectivity check.
+"""
+
 
 def configure_logging(level: str) -> None:
     """Send the agent's logs and Pipecat's to stderr.
 
     Pipecat logs SDP, ICE candidates and request bodies at DEBUG, so its level never goes below INFO;
-    aiortc and aioice log every connectivity check, so they speak only of problems.
+    aiortc and aioice log every connectivity check and STUN message (TURN usernames included), so they
+    speak only of problems (:data:`QUIET_LIBRARY_LOGGERS`).
     """
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("aioice", "aiortc"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for name, quiet_level in QUIET_LIBRARY_LOGGERS.items():
+        logging.getLogger(name).setLevel(quiet_level)
     loguru_logger.remove()
     pipecat_level = level if logging.getLevelName(level) >= logging.INFO else "INFO"
     loguru_logger.add(sys.stderr, level=pipecat_level)

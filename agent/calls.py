@@ -14,12 +14,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from aiortc import RTCIceCandidate, RTCIceTransportPolicy
+from aiortc import RTCIceCandidate, RTCIceServer, RTCIceTransportPolicy
 from aiortc.sdp import candidate_from_sdp
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 
 from agent.exceptions import PayloadError
-from agent.ice import IceServerProvider
+from agent.ice import IceServerProvider, can_relay, rtc_ice_servers
 from agent.payloads import CandidatesRequest, OfferRequest
 from broker.ice import candidate_types
 
@@ -110,25 +110,31 @@ class _PolicyConnection(SmallWebRTCConnection):
 class CallManager:
     """Answers offers with SmallWebRTC peer connections and runs one pipeline per call.
 
-    Every new connection gets its own ICE servers from the provider, so each call's TURN
-    credentials are fresh and drawn from the pool like everyone else's.
+    Every new connection (a new call, or a ``restart_pc`` of one) uses the ICE servers its offer's
+    invocation brought: the broker drew them from the pool for this very connection, so the TURN
+    credentials are fresh and the agent never calls KVS. An offer without them falls back to the
+    provider.
 
     Args:
-        ice_servers: Source of ICE servers for each new connection.
+        ice_servers: Source of ICE servers for a new connection whose offer carried none.
+        ice_servers_source: What ``ice_servers`` is, for the log line that says it was used.
         on_start: Called with the ``pc_id`` as a call begins, before its answer is returned.
         on_end: Called with the ``pc_id`` once a call has ended.
-        relay_only: Gather TURN relay candidates only, so all media goes through TURN.
+        relay_only: Gather TURN relay candidates only, so all media goes through TURN; an offer left
+            without a usable TURN server is then refused (``ice_servers_missing``).
     """
 
     def __init__(
         self,
         *,
         ice_servers: IceServerProvider,
+        ice_servers_source: str = "the configured ICE server provider",
         on_start: CallHook | None = None,
         on_end: CallHook | None = None,
         relay_only: bool = False,
     ) -> None:
         self._ice_servers = ice_servers
+        self._ice_servers_source = ice_servers_source
         self._relay_only = relay_only
         self._on_start = on_start
         self._on_end = on_end
@@ -146,14 +152,15 @@ class CallManager:
             ``{"sdp", "type", "pc_id"}``, with the agent's ICE candidates inside the SDP.
 
         Raises:
-            PayloadError: ``unknown_pc_id`` or ``invalid_sdp``.
-            IceServersUnavailableError: No ICE servers could be had for a new call.
+            PayloadError: ``unknown_pc_id``, ``invalid_sdp``, or ``ice_servers_missing`` (relay-only
+                and no TURN server for the new connection).
+            IceServersUnavailableError: The fallback provider could get no ICE servers.
         """
         if offer.pc_id is not None:
             return await self._renegotiate(offer)
         if run_call is None:
             raise ValueError("a new call needs run_call")
-        servers = await self._ice_servers()
+        servers = await self._servers_for(offer)
         connection = _PolicyConnection(servers, relay_only=self._relay_only)
         peer: PeerConnection = connection
         try:
@@ -170,7 +177,13 @@ class CallManager:
             self._on_start(call.pc_id)
         call.task = asyncio.create_task(self._run(call, run_call), name=f"call-{call.pc_id}")
         kinds = candidate_types(answer["sdp"])
-        logger.info("answered call %s with %d ICE servers, candidates %s", call.pc_id, len(servers), kinds or "none")
+        logger.info(
+            "answered call %s with %d ICE servers from %s, candidates %s",
+            call.pc_id,
+            len(servers),
+            "the invocation" if offer.ice_servers is not None else self._ice_servers_source,
+            kinds or "none",
+        )
         if self._relay_only and "relay" not in kinds:
             logger.warning("call %s gathered no relay candidate: its TURN allocation failed or timed out", call.pc_id)
         return dict(answer)
@@ -178,10 +191,11 @@ class CallManager:
     async def _renegotiate(self, offer: OfferRequest) -> dict[str, str]:
         call = self._call(offer.pc_id)
         if offer.restart_pc:
-            # A restart builds a new peer connection, hence new TURN allocations: with fresh credentials.
-            # TURN servers refuse to refresh an allocation once its credentials have expired, so a
-            # peer restarts before they do to keep a long call's media flowing.
-            call.connection.ice_servers = await self._ice_servers()
+            # A restart builds a new peer connection, hence new TURN allocations: with the fresh
+            # credentials the invocation brought. TURN servers refuse to refresh an allocation once its
+            # credentials have expired, so a peer restarts before they do to keep a long call's media
+            # flowing. A renegotiation without restart keeps its connection: iceServers go unused.
+            call.connection.ice_servers = await self._servers_for(offer)
         try:
             await call.peer.renegotiate(sdp=offer.sdp, type=offer.type, restart_pc=offer.restart_pc)
             answer = call.peer.get_answer()
@@ -195,6 +209,24 @@ class CallManager:
             self._calls[answer["pc_id"]] = call
         logger.info("renegotiated call %s (restart=%s)", call.pc_id, offer.restart_pc)
         return dict(answer)
+
+    async def _servers_for(self, offer: OfferRequest) -> list[RTCIceServer]:
+        """The ICE servers of the new peer connection this offer makes."""
+        if offer.ice_servers is not None:
+            servers = rtc_ice_servers(offer.ice_servers)
+        else:
+            servers = await self._ice_servers()
+            log = logger.info if servers else logger.warning
+            log("offer carried no ICE servers; using %s: %d servers", self._ice_servers_source, len(servers))
+        if self._relay_only and not can_relay(servers):
+            where = "the offer's iceServers" if offer.ice_servers is not None else self._ice_servers_source
+            raise PayloadError(
+                "ice_servers_missing",
+                f"the agent gathers relay candidates only (AGENT_ICE_TRANSPORT_POLICY=relay) and {where} "
+                "gave no TURN server it can use (turn: over udp or tcp, turns: over tcp), so this call "
+                "could never connect; send iceServers with the offer",
+            )
+        return servers
 
     def _call(self, pc_id: str | None) -> Call:
         call = self._calls.get(pc_id or "")

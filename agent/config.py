@@ -18,20 +18,25 @@ Variable                            Meaning (default)
 ``AGENT_BEDROCK_MODEL_ID``          Bedrock model or inference profile of ``cascade`` (required there)
 ``AGENT_LANGUAGE``                  Language of Transcribe and Polly (``en-US``)
 ``AGENT_POLLY_ENGINE``              Polly engine of ``cascade`` (``neural``)
-``AGENT_ICE_SERVERS``               ``broker`` (TURN from the KVS pool, default) or ``none`` (host
-                                    candidates only, for loopback development)
+``AGENT_ICE_SERVERS``               ICE servers of an offer that brings none: ``none`` (default: host
+                                    candidates only) or ``broker`` (TURN from the KVS pool, for an
+                                    agent run standalone). The broker API sends each offer's servers
+                                    inside the invocation (``iceServers``), so deployments keep ``none``
 ``AGENT_ICE_HOST_CANDIDATES``       ``all`` interfaces (default) or ``loopback`` only (one-machine local
                                     mode: media stays on 127.0.0.1)
 ``AGENT_ICE_TRANSPORT_POLICY``      ``all`` (default) or ``relay``: offer only TURN relay candidates, so
-                                    every byte of media goes through the TURN server
+                                    every byte of media goes through the TURN server (an offer left
+                                    without a TURN server is then refused: ``ice_servers_missing``)
 ``AGENT_MAX_REQUEST_BYTES``         Largest accepted invocation body (262144)
 ``AGENT_CONNECT_TIMEOUT_SECONDS``   A call whose peer never connects ends after this (60)
 ``AGENT_CREDENTIAL_REFRESH_SECONDS`` Bridged AWS credentials are renewed this long before expiry (300)
 ``AGENT_LOG_LEVEL``                 ``INFO`` (Pipecat's own logs never go below INFO: they hold SDP)
 ==================================  =================================================================
 
-The broker's own variables (``TURN_CHANNEL_ARNS``, ``TURN_CREDENTIAL_REUSE`` ...) configure where
-TURN credentials come from; see :meth:`broker.BrokerConfig.from_env`.
+With ``AGENT_ICE_SERVERS=broker`` the broker's own variables (``TURN_CHANNEL_ARNS``,
+``TURN_CREDENTIAL_REUSE`` ...) configure where TURN credentials come from; see
+:meth:`broker.BrokerConfig.from_env`. Each agent process then has a limiter of its own, which has seen
+none of the fleet's calls: fine for one agent, a source of throttles for many.
 """
 
 from __future__ import annotations
@@ -78,7 +83,7 @@ class AgentConfig:
         bedrock_model_id: Bedrock model id or inference profile of the ``cascade`` pipeline.
         language: Language code of speech recognition and synthesis (``en-US``).
         polly_engine: Polly engine (``standard``, ``neural``, ``long-form``, ``generative``).
-        ice_servers: Where the agent's ICE servers come from.
+        ice_servers: Where an offer's ICE servers come from when its invocation brings none.
         ice_host_candidates: Interfaces whose addresses are offered as host candidates.
         ice_transport_policy: ``relay`` to gather TURN relay candidates only.
         max_request_bytes: Largest invocation body accepted.
@@ -98,7 +103,7 @@ class AgentConfig:
     bedrock_model_id: str | None = None
     language: str = "en-US"
     polly_engine: str = "neural"
-    ice_servers: IceServerSource = "broker"
+    ice_servers: IceServerSource = "none"
     ice_host_candidates: HostCandidates = "all"
     ice_transport_policy: TransportPolicy = "all"
     max_request_bytes: int = 256 * 1024
@@ -123,10 +128,6 @@ class AgentConfig:
         if self.ice_transport_policy not in get_args(TransportPolicy):
             raise ConfigurationError(
                 f"AGENT_ICE_TRANSPORT_POLICY must be 'all' or 'relay', got {self.ice_transport_policy!r}"
-            )
-        if self.ice_transport_policy == "relay" and self.ice_servers == "none":
-            raise ConfigurationError(
-                "AGENT_ICE_TRANSPORT_POLICY=relay needs TURN servers: set AGENT_ICE_SERVERS=broker"
             )
         if not 0 < self.port < 65536:
             raise ConfigurationError(f"AGENT_PORT must be a TCP port (1-65535), got {self.port}")

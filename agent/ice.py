@@ -1,8 +1,11 @@
-"""Where a call's ICE servers come from: the broker's KVS channel pool, or nothing at all.
+"""Where a call's ICE servers come from: the invocation itself, the broker's KVS pool, or nothing.
 
-The agent takes a provider, an async callable returning aiortc ``RTCIceServer`` objects, so tests and
-local development can inject their own (host candidates only, a fixed TURN server, the local KVS
-emulator through a real broker).
+In production the broker API draws the agent's ICE servers from the KVS channel pool (the same
+limiter that serves the browsers) and sends them inside the invocation (``iceServers``, see
+:mod:`agent.payloads`), so no agent process ever calls KVS. When an offer carries none, the agent
+falls back to a provider: an async callable returning aiortc ``RTCIceServer`` objects. The default is
+:func:`no_ice_servers` (``AGENT_ICE_SERVERS=none``); :class:`BrokerIceServers` (``broker``) lets an
+agent run standalone against a pool; tests inject their own.
 """
 
 from __future__ import annotations
@@ -10,17 +13,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
 
 from aiortc import RTCIceServer
+from aiortc.rtcicetransport import connection_kwargs
 
 from agent.exceptions import IceServersUnavailableError
-from broker import IceBroker
+from agent.payloads import IceServerSpec
 from broker.exceptions import BrokerError, PoolExhaustedError
+
+if TYPE_CHECKING:  # the broker itself (boto3 clients, limiter) loads only when AGENT_ICE_SERVERS=broker
+    from broker import IceBroker
 
 logger = logging.getLogger(__name__)
 
 IceServerProvider = Callable[[], Awaitable[list[RTCIceServer]]]
+
+
+def rtc_ice_servers(specs: Iterable[IceServerSpec]) -> list[RTCIceServer]:
+    """Convert the ICE servers an invocation brought into aiortc's form."""
+    return [RTCIceServer(urls=list(spec.urls), username=spec.username, credential=spec.credential) for spec in specs]
+
+
+def can_relay(servers: list[RTCIceServer]) -> bool:
+    """Whether aiortc would allocate a TURN relay with ``servers``.
+
+    aiortc uses the first TURN URL it supports (``turn:`` over UDP or TCP, ``turns:`` over TCP) and
+    ignores the rest, so KVS's ``turns:...?transport=udp`` alone gives no relay. This asks aiortc's own
+    selection rather than repeating it.
+    """
+    return "turn_server" in connection_kwargs(servers)
 
 
 class BrokerIceServers:

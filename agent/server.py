@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from typing import Any, Final
 
 from bedrock_agentcore import BedrockAgentCoreApp
 from pipecat.transports.base_transport import TransportParams
@@ -26,7 +26,6 @@ from agent.exceptions import ConfigurationError, IceServersUnavailableError, Pay
 from agent.ice import BrokerIceServers, IceServerProvider, no_ice_servers
 from agent.payloads import CandidatesRequest, Event, error_event, parse_request, status_event
 from agent.pipelines import PipelineBuilder, pipeline_builder
-from broker import IceBroker
 from broker.exceptions import BrokerError
 
 logger = logging.getLogger(__name__)
@@ -98,14 +97,24 @@ class InvocationGuard:
         await self.app(scope, replay, send)
 
 
+ICE_SERVER_FALLBACKS: Final[Mapping[str, str]] = {
+    "none": "AGENT_ICE_SERVERS=none (host candidates only)",
+    "broker": "AGENT_ICE_SERVERS=broker (TURN from this agent's own KVS pool client)",
+}
+
+
 def default_ice_servers(config: AgentConfig) -> IceServerProvider:
-    """The ICE server provider ``AGENT_ICE_SERVERS`` names.
+    """The provider ``AGENT_ICE_SERVERS`` names, for offers whose invocation brings no ICE servers.
+
+    The broker library (boto3 clients, the pool's limiter) is imported only when ``broker`` is chosen.
 
     Raises:
         ConfigurationError: ``broker`` is chosen and the broker's variables are missing or invalid.
     """
     if config.ice_servers == "none":
         return no_ice_servers
+    from broker.core import IceBroker  # noqa: PLC0415 - loads botocore and the pool: only when chosen
+
     try:
         return BrokerIceServers(IceBroker.from_env())
     except BrokerError as exc:
@@ -174,7 +183,8 @@ def create_app(
 
     Args:
         config: The settings.
-        ice_servers: Source of each call's ICE servers (default: ``AGENT_ICE_SERVERS``).
+        ice_servers: Source of the ICE servers of an offer whose invocation brings none (default:
+            ``AGENT_ICE_SERVERS``).
         builder: Builds each call's pipeline (default: ``AGENT_PIPELINE``'s, checked by one build).
 
     Raises:
@@ -194,8 +204,13 @@ def create_app(
         if task_id is not None:
             app.complete_async_task(task_id)
 
+    if ice_servers is None:
+        ice_servers, source = default_ice_servers(config), ICE_SERVER_FALLBACKS[config.ice_servers]
+    else:
+        source = "the ICE server provider given to create_app"
     calls = CallManager(
-        ice_servers=ice_servers or default_ice_servers(config),
+        ice_servers=ice_servers,
+        ice_servers_source=source,
         on_start=call_started,
         on_end=call_ended,
         relay_only=config.ice_transport_policy == "relay",

@@ -14,7 +14,7 @@ import pytest
 
 from agent.config import DEFAULT_GREETING, AgentConfig
 from agent.exceptions import ConfigurationError
-from agent.payloads import parse_request
+from agent.payloads import MAX_ICE_FIELD_CHARS, MAX_ICE_SERVER_URLS, MAX_ICE_SERVERS, IceServerSpec, parse_request
 from agent.server import default_ice_servers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_defaults_serve_nova_sonic_on_loopback_8080() -> None:
     config = AgentConfig.from_env({"AWS_REGION": "us-east-1"})
     assert (config.pipeline, config.host, config.port) == ("nova-sonic", "127.0.0.1", 8080)
-    assert (config.ice_servers, config.ice_host_candidates) == ("broker", "all")
+    assert (config.ice_servers, config.ice_host_candidates, config.ice_transport_policy) == ("none", "all", "all")
     assert config.greeting == DEFAULT_GREETING
     assert config.effective_voice == "matthew"
 
@@ -91,10 +91,30 @@ def test_misconfiguration_names_the_variable(environ: dict[str, str], names: str
         AgentConfig.from_env(environ)
 
 
+def test_relay_only_needs_no_ice_server_source_the_invocation_brings_them() -> None:
+    config = AgentConfig.from_env({"AGENT_PIPELINE": "local", "AGENT_ICE_TRANSPORT_POLICY": "relay"})
+    assert (config.ice_servers, config.ice_transport_policy) == ("none", "relay")
+
+
 def test_broker_ice_servers_need_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TURN_CHANNEL_ARNS", raising=False)
     with pytest.raises(ConfigurationError, match=r"TURN_CHANNEL_ARNS.*AGENT_ICE_SERVERS=none"):
-        default_ice_servers(AgentConfig(pipeline="local"))
+        default_ice_servers(AgentConfig(pipeline="local", ice_servers="broker"))
+
+
+def test_the_default_agent_does_not_load_the_broker_pool() -> None:
+    script = (
+        "import sys\n"
+        "from agent.config import AgentConfig\n"
+        "from agent.server import create_app\n"
+        "create_app(AgentConfig.from_env({'AGENT_PIPELINE': 'local'}))\n"
+        "print(sorted(name for name in sys.modules if name in ('broker.core', 'broker.kvs', 'broker.limiter')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=_agent_env(), capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_payload_parsing_accepts_the_pipecat_client_shapes() -> None:
@@ -105,6 +125,42 @@ def test_payload_parsing_accepts_the_pipecat_client_shapes() -> None:
         {"type": "ice-candidates", "data": {"pc_id": "p", "candidates": [{"candidate": "c", "sdpMid": "0"}]}}
     )
     assert candidates.kind == "ice-candidates"
+
+
+OFFER = {"sdp": "v=0\r\n", "type": "offer"}
+
+
+def test_an_offer_carries_the_ice_servers_its_invocation_brought() -> None:
+    kvs_host = "35-90-63-38.t-ae7dd61a.kinesisvideo.us-west-2.amazonaws.com"
+    kvs_like = [
+        {
+            "urls": [
+                f"turn:{kvs_host}:443?transport=udp",
+                f"turns:{kvs_host}:443?transport=udp",
+                f"turns:{kvs_host}:443?transport=tcp",
+            ],
+            "username": "1700000000:abc+/=",
+            "credential": "c2VjcmV0",
+        },
+        {"urls": ["stun:stun.kinesisvideo.us-west-2.amazonaws.com:443"]},
+    ]
+    offer = parse_request({"type": "offer", "data": OFFER, "iceServers": kvs_like})
+    assert offer.ice_servers == (  # type: ignore[union-attr]
+        IceServerSpec(urls=tuple(kvs_like[0]["urls"]), username="1700000000:abc+/=", credential="c2VjcmV0"),
+        IceServerSpec(urls=("stun:stun.kinesisvideo.us-west-2.amazonaws.com:443",)),
+    )
+    assert "c2VjcmV0" not in repr(offer) and "abc+/=" not in repr(offer)
+    assert parse_request({"type": "offer", "data": OFFER}).ice_servers is None  # type: ignore[union-attr]
+    assert parse_request({"type": "offer", "data": OFFER, "iceServers": []}).ice_servers == ()  # type: ignore[union-attr]
+
+
+def test_ice_servers_up_to_every_limit_are_accepted() -> None:
+    longest = "x" * MAX_ICE_FIELD_CHARS
+    url = "turn:" + "h" * (MAX_ICE_FIELD_CHARS - len("turn::65535?transport=tcp")) + ":65535?transport=tcp"
+    assert len(url) == MAX_ICE_FIELD_CHARS
+    server = {"urls": [url] * MAX_ICE_SERVER_URLS, "username": longest, "credential": longest}
+    offer = parse_request({"type": "offer", "data": OFFER, "iceServers": [server] * MAX_ICE_SERVERS})
+    assert len(offer.ice_servers or ()) == MAX_ICE_SERVERS  # type: ignore[union-attr]
 
 
 def _free_port() -> int:

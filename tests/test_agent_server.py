@@ -1,23 +1,40 @@
-"""The agent's real HTTP server with aiortc peers: offers, trickled candidates, errors, busy state.
+"""The agent's real HTTP server with aiortc peers: offers, trickled candidates, errors, busy state, and
+the ICE servers each invocation brings.
 
-Media stays on 127.0.0.1: host candidates only (no TURN here; the TURN-relayed call is tested with
-coturn elsewhere), gathered on loopback for every peer of this process.
+Media stays on 127.0.0.1, gathered on loopback for every peer of this process: host candidates, and
+relay candidates on a loopback coturn where an invocation brings TURN servers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Iterator
 from typing import Any
 
 import pytest
+from aiortc import RTCConfiguration, RTCIceServer
+from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 
+from agent.calls import CallManager
 from agent.config import AgentConfig
 from agent.exceptions import IceServersUnavailableError
 from agent.ice import BrokerIceServers
-from tests.test_agent_support import PEER_RATE, AgentServer, Peer, espeak_pcm, loopback_media, rms, running_agent
+from agent.payloads import OfferRequest, parse_request
+from tests.test_agent_support import (
+    PEER_RATE,
+    AgentServer,
+    Peer,
+    TurnServer,
+    captured_logs,
+    espeak_pcm,
+    loopback_media,
+    rms,
+    running_agent,
+    turn_server,
+)
 
 CONNECT_TIMEOUT = 3.0
 
@@ -279,3 +296,275 @@ def test_the_local_pipeline_hears_speech_over_webrtc(quiet_agent: AgentServer) -
         await asyncio.to_thread(quiet_agent.wait_ping, "Healthy", 10)
 
     run(scenario(), timeout=60)
+
+
+# --- ICE servers brought by the invocation ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def turn() -> Iterator[TurnServer]:
+    """A loopback coturn that checks TURN REST credentials, as KVS TURN does."""
+    with turn_server() as server:
+        yield server
+
+
+class RecordingProvider:
+    """A fallback ICE server provider that counts its calls."""
+
+    def __init__(self, servers: list[RTCIceServer]) -> None:
+        self.servers = servers
+        self.calls = 0
+
+    async def __call__(self) -> list[RTCIceServer]:
+        self.calls += 1
+        return list(self.servers)
+
+
+async def refuse_to_be_called() -> list[RTCIceServer]:
+    """A fallback provider for agents whose every offer must bring its own ICE servers."""
+    raise AssertionError("the fallback provider was called although the invocation brought ICE servers")
+
+
+def configured_servers(connection: SmallWebRTCConnection) -> list[tuple[list[str], str | None, str | None]]:
+    """The ICE servers in the RTCConfiguration of the connection's current aiortc peer connection."""
+    configuration: RTCConfiguration = connection.pc._RTCPeerConnection__configuration
+    return [(list(s.urls), s.username, s.credential) for s in configuration.iceServers or []]
+
+
+def as_tuples(servers: list[dict[str, Any]]) -> list[tuple[list[str], str | None, str | None]]:
+    """Invocation ``iceServers`` in the shape of :func:`configured_servers`."""
+    return [(server["urls"], server.get("username"), server.get("credential")) for server in servers]
+
+
+def offer_payload(offer: dict[str, Any], ice_servers: Any = None, **data: Any) -> dict[str, Any]:
+    """An offer invocation; ``iceServers`` only when given."""
+    payload: dict[str, Any] = {"type": "offer", "data": {**offer, **data}}
+    if ice_servers is not None:
+        payload["iceServers"] = ice_servers
+    return payload
+
+
+class HeldCalls:
+    """A CallManager whose calls run until released, keeping each call's connection at hand."""
+
+    def __init__(self, provider: RecordingProvider, **kwargs: Any) -> None:
+        self.ended: list[str] = []
+        self.connections: list[SmallWebRTCConnection] = []
+        self.release = asyncio.Event()
+        self.manager = CallManager(ice_servers=provider, on_end=self.ended.append, **kwargs)
+
+    async def hold(self, connection: SmallWebRTCConnection) -> None:
+        self.connections.append(connection)
+        await self.release.wait()
+
+    async def answer(self, payload: dict[str, Any]) -> dict[str, str]:
+        request = parse_request(payload)
+        assert isinstance(request, OfferRequest)
+        if request.pc_id:
+            return await self.manager.answer(request)
+        held = len(self.connections)
+        answer = await self.manager.answer(request, run_call=self.hold)
+        while len(self.connections) == held:  # the call's task starts right after the answer
+            await asyncio.sleep(0.01)
+        return answer
+
+    async def end(self, count: int) -> None:
+        self.release.set()
+        deadline = time.monotonic() + 10
+        while len(self.ended) < count:
+            assert time.monotonic() < deadline, "the calls did not end"
+            await asyncio.sleep(0.02)
+
+
+def test_a_call_uses_the_invocations_ice_servers_and_restart_pc_replaces_them(turn: TurnServer) -> None:
+    async def scenario() -> None:
+        provider = RecordingProvider([RTCIceServer(urls=["stun:192.0.2.1:3478"])])
+        calls = HeldCalls(provider)
+        peer, restarted_peer = Peer(), Peer()
+        servers = turn.ice_servers()
+        answer = await calls.answer(offer_payload(await peer.offer(), servers))
+        assert provider.calls == 0, "servers in the invocation: the fallback is never asked"
+        (connection,) = calls.connections
+        assert configured_servers(connection) == as_tuples(servers)
+        assert " typ relay " in answer["sdp"], "the invocation's TURN credentials allocated a relay"
+
+        fresh = turn.ice_servers()
+        assert fresh[0]["username"] != servers[0]["username"]
+        restart = await calls.answer(
+            offer_payload(await restarted_peer.offer(), fresh, pc_id=answer["pc_id"], restart_pc=True)
+        )
+        assert provider.calls == 0
+        assert [(list(s.urls), s.username, s.credential) for s in connection.ice_servers] == as_tuples(fresh)
+        assert configured_servers(connection) == as_tuples(fresh), "the new peer connection has the new ones"
+        assert " typ relay " in restart["sdp"]
+
+        # A renegotiation without restart keeps its peer connection, so its servers too.
+        await restarted_peer.accept(restart)
+        await restarted_peer.pc.setLocalDescription(await restarted_peer.pc.createOffer())
+        again = {"sdp": restarted_peer.pc.localDescription.sdp, "type": "offer"}
+        await calls.answer(offer_payload(again, turn.ice_servers(), pc_id=restart["pc_id"]))
+        assert configured_servers(connection) == as_tuples(fresh)
+        await calls.end(1)
+        for each in (peer, restarted_peer):
+            await each.close()
+
+    run(scenario())
+
+
+def test_an_offer_without_ice_servers_falls_back_to_the_provider_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="agent.calls")
+
+    async def scenario() -> None:
+        provider = RecordingProvider([])
+        calls = HeldCalls(provider, ice_servers_source="AGENT_ICE_SERVERS=none (host candidates only)")
+        first, second = Peer(), Peer()
+        answer = await calls.answer(offer_payload(await first.offer()))
+        assert provider.calls == 1
+        assert configured_servers(calls.connections[0]) == []
+        await calls.answer(offer_payload(await second.offer(), pc_id=answer["pc_id"], restart_pc=True))
+        assert provider.calls == 2, "a restart without servers asks the provider again"
+        # An explicit empty list is the invocation's own choice: no fallback.
+        third = Peer()
+        await calls.answer(offer_payload(await third.offer(), []))
+        assert provider.calls == 2
+        await calls.end(2)
+        for peer in (first, second, third):
+            await peer.close()
+
+    run(scenario())
+    fallbacks = [r for r in caplog.records if r.getMessage().startswith("offer carried no ICE servers")]
+    assert [(r.levelname, r.getMessage()) for r in fallbacks] == [
+        ("WARNING", "offer carried no ICE servers; using AGENT_ICE_SERVERS=none (host candidates only): 0 servers")
+    ] * 2
+
+
+def test_the_server_names_its_fallback_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="agent.calls")
+    config = AgentConfig(pipeline="local", connect_timeout_seconds=CONNECT_TIMEOUT)
+    with running_agent(config, ice_servers=None) as server:  # AGENT_ICE_SERVERS=none, the default
+
+        async def scenario() -> list[dict[str, Any]]:
+            peer = Peer()
+            events = await asyncio.to_thread(server.invoke, offer_payload(await peer.offer()))
+            await peer.close()
+            return events
+
+        assert [event["type"] for event in run(scenario())] == ["status", "answer", "progress"]
+        server.wait_ping("Healthy", CONNECT_TIMEOUT + 10)
+    assert "offer carried no ICE servers; using AGENT_ICE_SERVERS=none (host candidates only): 0 servers" in [
+        r.getMessage() for r in caplog.records
+    ]
+
+
+@pytest.fixture(scope="module")
+def relay_agent() -> Iterator[AgentServer]:
+    """A relay-only agent (as local mode runs it) with no fallback ICE servers at all."""
+    config = AgentConfig(pipeline="local", ice_transport_policy="relay", greeting="Hello from the relay.")
+    with running_agent(config, ice_servers=None) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    "ice_servers",
+    [
+        None,
+        [],
+        [{"urls": ["stun:127.0.0.1:3478"]}],
+        # KVS's TURN-over-DTLS URI alone: aiortc cannot use it, so no relay could be allocated.
+        [{"urls": ["turns:127.0.0.1:443?transport=udp"], "username": "1:u", "credential": "c"}],
+    ],
+    ids=["absent", "empty", "stun-only", "turns-over-udp-only"],
+)
+def test_a_relay_only_agent_refuses_an_offer_left_without_turn(relay_agent: AgentServer, ice_servers: Any) -> None:
+    events = relay_agent.invoke(offer_payload({"sdp": "v=0\r\n", "type": "offer"}, ice_servers))
+    assert events[-1]["type"] == "error"
+    assert events[-1]["data"]["code"] == "ice_servers_missing"
+    assert "AGENT_ICE_TRANSPORT_POLICY=relay" in events[-1]["data"]["message"]
+    assert relay_agent.ping() == "Healthy"
+
+
+def test_a_relayed_call_with_the_invocations_servers_logs_no_credential(turn: TurnServer) -> None:
+    servers = turn.ice_servers()
+    credentials = (servers[0]["username"], servers[0]["credential"])
+    config = AgentConfig(
+        pipeline="local", ice_transport_policy="relay", greeting="Hello from the relay.", log_level="DEBUG"
+    )
+    with captured_logs() as lines, running_agent(config, ice_servers=refuse_to_be_called) as server:
+
+        async def scenario() -> None:
+            peer = Peer()
+            events = await asyncio.to_thread(server.invoke, offer_payload(await peer.offer(), servers))
+            assert [event["type"] for event in events] == ["status", "answer", "progress"], events
+            answer = events[1]["data"]
+            candidates = [line for line in answer["sdp"].splitlines() if line.startswith("a=candidate:")]
+            assert candidates
+            assert all(" typ relay " in line for line in candidates), "relay-only, through the payload's TURN"
+            await peer.accept(answer)
+            await asyncio.to_thread(
+                server.invoke,
+                {"type": "ice-candidates", "data": {"pc_id": answer["pc_id"], "candidates": peer.candidates}},
+            )
+            await peer.wait_for(lambda: peer.pc.connectionState == "connected", 10, "the relayed call to connect")
+            await peer.wait_for(lambda: rms(peer.audio_since(0)) > 200, 10, "the greeting through the relay")
+            await peer.close()
+            await asyncio.to_thread(server.wait_ping, "Healthy", 10)
+
+        run(scenario())
+    text = "\n".join(lines)
+    assert "bedrock_agentcore.app: Returning streaming response" in text, "the SDK's logger was captured"
+    assert "loguru pipecat" in text, "Pipecat's loguru logs were captured"
+    assert "answered call" in text and "from the invocation" in text
+    for secret in credentials:
+        leaking = sorted({line.partition(":")[0] for line in lines if secret in line})
+        assert leaking == [], "loggers that wrote a TURN credential"
+
+
+SECRET_USER, SECRET_PASS, SECRET_HOST = "LEAKY-USER-1700000000", "LEAKY-PASSWORD-xyz", "leaky-host.example"
+GOOD_TURN = {"urls": [f"turn:{SECRET_HOST}:3478?transport=udp"], "username": SECRET_USER, "credential": SECRET_PASS}
+
+BAD_ICE_SERVERS: list[tuple[str, Any]] = [
+    ("null", None),
+    ("a string", f"turn:{SECRET_HOST}:3478"),
+    ("an object", GOOD_TURN),
+    ("a number", 3),
+    ("more than 8 servers", [GOOD_TURN] * 9),
+    ("a server that is a string", [f"turn:{SECRET_HOST}"]),
+    ("a server without urls", [{"username": SECRET_USER, "credential": SECRET_PASS}]),
+    ("urls a single string", [{**GOOD_TURN, "urls": f"turn:{SECRET_HOST}:3478"}]),
+    ("urls empty", [{**GOOD_TURN, "urls": []}]),
+    ("more than 8 urls", [{**GOOD_TURN, "urls": [f"turn:{SECRET_HOST}:3478"] * 9}]),
+    ("a url not a string", [{**GOOD_TURN, "urls": [3478]}]),
+    ("a url over 512 characters", [{**GOOD_TURN, "urls": [f"turn:{SECRET_HOST}{'a' * 512}"]}]),
+    ("an http url", [{**GOOD_TURN, "urls": [f"http://{SECRET_HOST}/"]}]),
+    ("a stuns url", [{"urls": [f"stuns:{SECRET_HOST}:443"]}]),
+    ("an unknown transport", [{**GOOD_TURN, "urls": [f"turn:{SECRET_HOST}:443?transport=tls"]}]),
+    ("stun with a transport", [{"urls": [f"stun:{SECRET_HOST}:3478?transport=udp"]}]),
+    ("a port out of range", [{**GOOD_TURN, "urls": [f"turn:{SECRET_HOST}:70000"]}]),
+    ("a host with a path", [{**GOOD_TURN, "urls": [f"turn:{SECRET_HOST}/x:3478"]}]),
+    ("a username not a string", [{**GOOD_TURN, "username": 1700000000}]),
+    ("an empty username", [{**GOOD_TURN, "username": ""}]),
+    ("a credential over 512 characters", [{**GOOD_TURN, "credential": SECRET_PASS + "x" * 512}]),
+    ("a credential that is null", [{**GOOD_TURN, "credential": None}]),
+    ("turn without a credential", [{"urls": GOOD_TURN["urls"], "username": SECRET_USER}]),
+    ("an unknown key", [{**GOOD_TURN, "credentialType": "password"}]),
+]
+
+
+@pytest.mark.parametrize("ice_servers", [v for _, v in BAD_ICE_SERVERS], ids=[n for n, _ in BAD_ICE_SERVERS])
+def test_malformed_ice_servers_give_invalid_ice_servers_without_echoing_them(
+    agent: AgentServer, ice_servers: Any
+) -> None:
+    payload = {"type": "offer", "data": {"sdp": "v=0\r\n", "type": "offer"}, "iceServers": ice_servers}
+    events = agent.invoke(payload)
+    assert [(event["type"], event["data"]["code"]) for event in events] == [("error", "invalid_ice_servers")]
+    message = events[0]["data"]["message"]
+    assert message.startswith("iceServers")
+    for value in (SECRET_USER, SECRET_PASS, SECRET_HOST, "credentialType"):
+        assert value not in message, "error events never echo the ICE servers"
+
+
+def test_ice_servers_on_trickled_candidates_are_refused(agent: AgentServer) -> None:
+    payload = {"type": "ice-candidates", "data": {"pc_id": "p", "candidates": []}, "iceServers": [GOOD_TURN]}
+    events = agent.invoke(payload)
+    assert events[-1]["data"]["code"] == "invalid_ice_servers"
+    assert SECRET_USER not in events[-1]["data"]["message"]

@@ -1,10 +1,14 @@
-"""Helpers for the agent tests (no tests here): a real agent server; the aiortc peer and espeak audio
-come from :mod:`local.call_client`, which the local-mode tests and benchmarks share."""
+"""Helpers for the agent tests (no tests here): a real agent server, a real TURN server (coturn) with
+credentials minted for it, and a capture of every log line; the aiortc peer and espeak audio come from
+:mod:`local.call_client`, which the local-mode tests and benchmarks share."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import logging
+import random
+import secrets
 import socket
 import threading
 import time
@@ -15,14 +19,30 @@ from typing import Any
 
 import aioice.ice
 import uvicorn
+from loguru import logger as loguru_logger
 
+from agent.__main__ import QUIET_LIBRARY_LOGGERS
 from agent.config import AgentConfig
 from agent.ice import IceServerProvider, gather_loopback_host_candidates_only, no_ice_servers
 from agent.pipelines import PipelineBuilder
 from agent.server import create_app
 from local.call_client import PEER_RATE, PcmTrack, Peer, espeak_pcm, rms
+from local.coturn import Coturn, CoturnConfig, free_port
+from local.kvs_emulator.credentials import mint_turn_credential
 
-__all__ = ["PEER_RATE", "AgentServer", "PcmTrack", "Peer", "espeak_pcm", "loopback_media", "rms", "running_agent"]
+__all__ = [
+    "PEER_RATE",
+    "AgentServer",
+    "PcmTrack",
+    "Peer",
+    "TurnServer",
+    "captured_logs",
+    "espeak_pcm",
+    "loopback_media",
+    "rms",
+    "running_agent",
+    "turn_server",
+]
 
 
 @dataclass
@@ -87,10 +107,14 @@ def loopback_media() -> Iterator[None]:
 def running_agent(
     config: AgentConfig,
     *,
-    ice_servers: IceServerProvider = no_ice_servers,
+    ice_servers: IceServerProvider | None = no_ice_servers,
     builder: PipelineBuilder | None = None,
 ) -> Iterator[AgentServer]:
-    """Serve ``create_app(config)`` on a free loopback port in a thread for the block's duration."""
+    """Serve ``create_app(config)`` on a free loopback port in a thread for the block's duration.
+
+    ``ice_servers`` is the fallback for offers that bring none: host candidates only by default,
+    ``None`` for the one ``config.ice_servers`` names.
+    """
     app = create_app(config, ice_servers=ice_servers, builder=builder)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -108,3 +132,76 @@ def running_agent(
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@dataclass
+class TurnServer:
+    """A coturn on loopback that checks TURN REST credentials, as KVS TURN does."""
+
+    coturn: Coturn
+
+    def ice_servers(self, *, ttl_seconds: int = 300) -> list[dict[str, Any]]:
+        """Fresh credentials for this server in the invocation's ``iceServers`` form (TURN and STUN)."""
+        config = self.coturn.config
+        credential = mint_turn_credential(config.secret, ttl_seconds=ttl_seconds, now=time.time())
+        return [
+            {"urls": list(config.uris), "username": credential.username, "credential": credential.password},
+            {"urls": [f"stun:{config.host}:{config.port}"]},
+        ]
+
+
+@contextmanager
+def turn_server() -> Iterator[TurnServer]:
+    """Run coturn on a free loopback port for the block's duration, with a secret of its own."""
+    relay_base = random.randrange(50000, 59000, 200)  # a range of its own: other coturns may run at once
+    config = CoturnConfig(
+        port=free_port(), secret=secrets.token_urlsafe(16), min_port=relay_base, max_port=relay_base + 199
+    )
+    with Coturn(config) as coturn:
+        yield TurnServer(coturn)
+
+
+@contextmanager
+def captured_logs() -> Iterator[list[str]]:
+    """Collect every log line of the process at DEBUG for the block's duration.
+
+    Covers the standard ``logging`` tree (the agent, uvicorn, the bedrock_agentcore SDK, whose
+    ``bedrock_agentcore.app`` logger does not propagate, so it gets the handler itself) and Pipecat's
+    loguru logger, at DEBUG even though the agent keeps Pipecat at INFO. aioice and aiortc stay at
+    the level the agent process gives them (:data:`agent.__main__.QUIET_LIBRARY_LOGGERS`).
+    """
+    lines: list[str] = []
+    lock = threading.Lock()
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = f"{record.name}: {record.getMessage()}"
+            if record.exc_info:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            with lock:
+                lines.append(text)
+
+    handler = Collect(level=logging.DEBUG)
+    targets = [logging.getLogger(), logging.getLogger("bedrock_agentcore.app")]
+    levels = {name: logging.getLogger(name).level for name in ("", "bedrock_agentcore", "bedrock_agentcore.app")}
+    for name in levels:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    quiet = {name: logging.getLogger(name).level for name in QUIET_LIBRARY_LOGGERS}
+    for name, level in QUIET_LIBRARY_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+    for target in targets:
+        target.addHandler(handler)
+
+    def sink(message: Any) -> None:
+        with lock:
+            lines.append(f"loguru {message.record['name']}: {message.record['message']}")
+
+    sink_id = loguru_logger.add(sink, level="DEBUG")
+    try:
+        yield lines
+    finally:
+        loguru_logger.remove(sink_id)
+        for target in targets:
+            target.removeHandler(handler)
+        for name, level in {**levels, **quiet}.items():
+            logging.getLogger(name).setLevel(level)
