@@ -25,7 +25,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from broker.api.config import build_service
 from broker.api.resolver import build_resolver, handle_event
 from broker.api.service import Unit
-from broker.telemetry import METRICS_NAMESPACE, SERVICE_NAME, MetricName
+from broker.telemetry import METRICS_NAMESPACE, PEER_DIMENSION, SERVICE_DIMENSION, SERVICE_NAME, MetricName, Peer
 
 logger = Logger(service=SERVICE_NAME)
 metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE_NAME)
@@ -44,22 +44,38 @@ copy_config_to_registered_loggers(source_logger=logger, include={"broker"})
 
 
 class PowertoolsMetrics:
-    """Per-request metrics as CloudWatch EMF through Powertools (flushed by ``log_metrics``)."""
+    """Per-request metrics as CloudWatch EMF through Powertools (flushed by ``log_metrics``).
 
-    def add(self, name: str, value: float, unit: Unit) -> None:
+    A request that fetched a peer's TURN credentials publishes its metrics under a second dimension
+    set with ``peer`` added, so the same data points are both the totals and the per-peer figures.
+    """
+
+    def __init__(self) -> None:
+        self._peer: Peer | None = None
+
+    def begin_request(self) -> None:
+        """Forget the previous request's peer (Powertools clears its dimension sets at each flush)."""
+        self._peer = None
+
+    def add(self, name: str, value: float, unit: Unit, *, peer: Peer | None = None) -> None:
         """Record one data point."""
+        if peer is not None and self._peer is None:
+            self._peer = peer
+            metrics.add_dimensions(**{SERVICE_DIMENSION: SERVICE_NAME, PEER_DIMENSION: peer})
         metrics.add_metric(
             name=name, unit=MetricUnit.Milliseconds if unit == "Milliseconds" else MetricUnit.Count, value=value
         )
 
 
-service = build_service(os.environ, metrics=PowertoolsMetrics())
+sink = PowertoolsMetrics()
+service = build_service(os.environ, metrics=sink)
 app = build_resolver(service)
 
 
 def _handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Serve one API Gateway HTTP API request."""
     started = time.monotonic()
+    sink.begin_request()
     try:
         response: dict[str, Any] = handle_event(app, event, context, service.settings.max_body_bytes)
         return response

@@ -2,7 +2,8 @@
 
 The browser talks to one port (the broker API and the Pipecat prebuilt UI); the emulator, coturn
 and the agent have their own loopback ports. coturn and the emulator share one TURN REST secret per
-run, so the credentials the broker and the agent get from the emulator allocate real relays.
+run, so the credentials the broker gets from the emulator (for the browser at ``/start``, for the
+agent with each offer) allocate real relays. As in AWS, only the broker calls KVS.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class LocalStack:
         return f"http://127.0.0.1:{self.config.port}"
 
     def broker_env(self, channel_arns: list[str]) -> dict[str, str]:
-        """Environment of the broker and the agent: the emulator, the pool, dummy credentials."""
+        """Environment of the broker: the emulator, the pool, dummy credentials."""
         assert self.emulator is not None  # noqa: S101 (start() sets it first)
         margin = str(min(30, self.config.ttl_seconds // 3))
         return {
@@ -208,13 +209,14 @@ class LocalStack:
 
     def _start_agent(self) -> None:
         config = self.config
+        # No pool settings: as in AWS, the broker draws the agent's TURN credentials from the pool
+        # and sends them with each offer, so the agent never calls KVS (or the emulator) itself.
         env = {
             **os.environ,
-            **self.env,
             "AGENT_PIPELINE": "local",
             "AGENT_HOST": "127.0.0.1",
             "AGENT_PORT": str(config.agent_port),
-            "AGENT_ICE_SERVERS": "broker",
+            "AGENT_ICE_SERVERS": "none",
             "AGENT_ICE_HOST_CANDIDATES": "loopback",
             "AGENT_ICE_TRANSPORT_POLICY": "relay" if config.relay_only else "all",
             **dict(config.agent_env),

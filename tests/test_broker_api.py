@@ -15,7 +15,8 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from broker.api.agents import HttpAgentInvoker
 from broker.api.config import build_service
-from broker.api.models import MAX_CANDIDATES
+from broker.api.errors import RetryLaterError
+from broker.api.models import MAX_CANDIDATES, OfferRequest, StartRequest
 from broker.api.service import BrokerService
 from broker.config import BrokerConfig
 from broker.core import IceBroker
@@ -24,6 +25,7 @@ from local.broker_api import LocalAuth, LocalBrokerApi, mint_token
 from local.kvs_emulator import EmulatorConfig, KvsEmulator
 from tests.api_support import Reply, agent_process, call, free_tcp_port
 from tests.conftest import DUMMY_AWS_ENV
+from tests.emulator_stats import operation_total
 
 SECRET = "local-jwt-secret-for-tests-0123456789"
 SESSION_KEY = "session-signing-key-for-tests-0123456789"
@@ -282,3 +284,64 @@ def test_no_credential_sdp_or_token_is_logged(api: LocalBrokerApi, caplog: pytes
     assert "session started" in logged  # the run was logged...
     for secret in [*secrets, *sdp_secrets, ALICE, ALICE.split(".")[2]]:
         assert secret not in logged  # ...without a credential, SDP or token
+
+
+# --- Both peers' credentials come from the broker ----------------------------------------------
+
+
+class RecordingAgent:
+    """An agent that answers every offer and remembers what it was sent (the payload is under test)."""
+
+    def __init__(self) -> None:
+        self.payloads: list[dict[str, Any]] = []
+
+    def invoke(self, session_id: str, payload: Any, *, timeout: float) -> Iterator[dict[str, Any]]:
+        self.payloads.append(dict(payload))
+        yield {"type": "answer", "data": {"sdp": "v=0\r\n", "type": "answer", "pc_id": "pc-1"}}
+
+
+def peer_service(emulator: KvsEmulator, **settings: Any) -> tuple[BrokerService, RecordingAgent]:
+    arns = tuple(emulator.create_channels(2))
+    agent = RecordingAgent()
+    ice = IceBroker(BrokerConfig(channel_arns=arns, region="us-east-1", **settings))
+    env = {**DUMMY_AWS_ENV, "AGENT_INVOKER": "local", "SESSION_SIGNING_KEY": SESSION_KEY}
+    return build_service(env, ice=ice, agent=agent), agent
+
+
+def test_the_agent_gets_fresh_turn_credentials_with_each_new_peer_connection(emulator: KvsEmulator) -> None:
+    service, agent = peer_service(emulator)
+    session = service.start("alice", StartRequest()).sessionId
+    browser_ice = service.metrics.by_peer["browser"]  # type: ignore[attr-defined]
+    assert browser_ice[MetricName.KVS_CALLS] == 1
+    sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+
+    service.offer("alice", session, OfferRequest(sdp=sdp, type="offer"))
+    service.offer("alice", session, OfferRequest(sdp=sdp, type="offer", pc_id="pc-1"))  # renegotiation
+    service.offer("alice", session, OfferRequest(sdp=sdp, type="offer", pc_id="pc-1", restart_pc=True))
+
+    first, renegotiated, restarted = agent.payloads
+    assert "iceServers" not in renegotiated  # same peer connection, same relays: nothing to fetch
+    for payload in (first, restarted):
+        servers = payload["iceServers"]
+        assert len(servers) == 2
+        assert all(s["urls"] and s["username"] and s["credential"] for s in servers)
+    assert first["iceServers"] != restarted["iceServers"]  # minted anew, not replayed
+    assert operation_total(emulator, "GetIceServerConfig", "served") == 3  # browser + two agent sets
+    agent_ice = service.metrics.by_peer["agent"]  # type: ignore[attr-defined]
+    assert (agent_ice[MetricName.KVS_CALLS], agent_ice[MetricName.KVS_THROTTLES]) == (2, 0)
+    assert MetricName.CREDENTIAL_LATENCY in agent_ice
+    assert service.metrics.totals[MetricName.KVS_CALLS] == 3  # type: ignore[attr-defined]
+
+
+def test_no_agent_credentials_means_503_and_the_agent_is_not_invoked(emulator: KvsEmulator) -> None:
+    service, agent = peer_service(emulator, max_wait_seconds=0.05, throttle_cooldown_seconds=3)
+    session = service.start("alice", StartRequest()).sessionId
+    for _ in range(2):  # both channels throttle the next call
+        emulator.inject_fault("GetIceServerConfig", "throttle")
+    sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+    with pytest.raises(RetryLaterError) as raised:
+        service.offer("alice", session, OfferRequest(sdp=sdp, type="offer"))
+    assert raised.value.code == "pool_exhausted"
+    assert agent.payloads == []
+    agent_ice = service.metrics.by_peer["agent"]  # type: ignore[attr-defined]
+    assert agent_ice[MetricName.POOL_EXHAUSTED] == 1

@@ -25,7 +25,7 @@ import pytest
 
 from broker.api.config import session_key
 from broker.exceptions import ConfigurationError
-from broker.telemetry import METRICS_NAMESPACE, SERVICE_NAME, MetricName
+from broker.telemetry import METRICS_NAMESPACE, PEER_DIMENSION, SERVICE_NAME, MetricName
 from local.broker_api import http_api_event
 from local.kvs_emulator import EmulatorConfig, KvsEmulator
 from tests.agentcore_shim import AgentCoreShim
@@ -136,6 +136,19 @@ def test_start_offer_and_candidates_through_agentcore(deployment: Deployment) ->
     assert {MetricName.KVS_CALLS, MetricName.CREDENTIAL_LATENCY, MetricName.REQUEST_LATENCY} <= names
     assert {d["Namespace"] for blob in blobs for d in blob["CloudWatchMetrics"]} == {METRICS_NAMESPACE}
     assert all(r.get("service") == SERVICE_NAME for r in records if "_aws" in r)
+    # The credential metrics are published as totals and per peer: the browser's at /start, the
+    # agent's with the offer (the broker fetched them: the agent never calls KVS); candidates have none.
+    peers = []
+    for record in records:
+        if "_aws" not in record:
+            continue
+        dimension_sets = record["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+        if MetricName.KVS_CALLS in record:
+            assert sorted(dimension_sets) == [["service"], ["service", PEER_DIMENSION]]
+            peers.append(record[PEER_DIMENSION])
+        else:
+            assert dimension_sets == [["service"]] and PEER_DIMENSION not in record
+    assert peers == ["browser", "agent"]
     assert any(
         r.get("message") == "session started (2 ICE servers from %s)" or "session started" in str(r.get("message"))
         for r in records

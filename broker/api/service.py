@@ -31,7 +31,7 @@ from broker.api.models import (
 from broker.api.sessions import SessionIssuer
 from broker.exceptions import BrokerError, PoolExhaustedError
 from broker.ice import IceServerSet
-from broker.telemetry import MetricName
+from broker.telemetry import MetricName, Peer
 
 logger = logging.getLogger(__name__)
 
@@ -49,24 +49,28 @@ class IceSource(Protocol):
 class MetricsSink(Protocol):
     """Where per-request metrics go (Powertools EMF in Lambda, memory locally)."""
 
-    def add(self, name: str, value: float, unit: Unit) -> None:
-        """Record one data point."""
+    def add(self, name: str, value: float, unit: Unit, *, peer: Peer | None = None) -> None:
+        """Record one data point; ``peer`` says whose TURN credentials it is about, if anyone's."""
         ...
 
 
 class InMemoryMetrics:
-    """Sums of every metric, for local mode and tests."""
+    """Sums of every metric, in all and per peer, for local mode and tests."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.totals: dict[str, float] = {}
         self.counts: dict[str, int] = {}
+        self.by_peer: dict[Peer, dict[str, float]] = {}
 
-    def add(self, name: str, value: float, unit: Unit) -> None:
-        """Add ``value`` to the metric's total."""
+    def add(self, name: str, value: float, unit: Unit, *, peer: Peer | None = None) -> None:
+        """Add ``value`` to the metric's total (and to the peer's, when given)."""
         with self._lock:
             self.totals[name] = self.totals.get(name, 0.0) + value
             self.counts[name] = self.counts.get(name, 0) + 1
+            if peer is not None:
+                totals = self.by_peer.setdefault(peer, {})
+                totals[name] = totals.get(name, 0.0) + value
 
 
 @dataclass(frozen=True)
@@ -140,30 +144,43 @@ class BrokerService:
             RetryLaterError: The channel pool is exhausted (503 with ``Retry-After``).
             BadGatewayError: KVS failed.
         """
-        started = self._clock()
-        try:
-            ice = self.ice.get_ice_servers()
-        except PoolExhaustedError as exc:
-            self.metrics.add(MetricName.POOL_EXHAUSTED, 1, "Count")
-            logger.warning("TURN channel pool exhausted; retry after %.2f s", exc.retry_after)
-            raise RetryLaterError(
-                "all TURN credential channels are busy; retry shortly",
-                retry_after=exc.retry_after,
-                code="pool_exhausted",
-            ) from exc
-        except BrokerError as exc:
-            logger.error("TURN credentials unavailable: %s", exc)
-            raise BadGatewayError("TURN credentials are unavailable", code="turn_unavailable") from exc
-        self.metrics.add(MetricName.CREDENTIAL_LATENCY, (self._clock() - started) * 1000, "Milliseconds")
-        self.metrics.add(MetricName.KVS_CALLS, ice.kvs_calls, "Count")
-        self.metrics.add(MetricName.KVS_THROTTLES, ice.throttles, "Count")
-        self.metrics.add(MetricName.CACHE_HITS, 1 if ice.cache_hit else 0, "Count")
+        ice = self._credentials("browser")
         session_id = self.sessions.issue(subject)
         logger.info("session started (%d ICE servers from %s)", len(ice.servers), ice.channel_arn)
         return StartResponse(
             sessionId=session_id,
             iceConfig=IceConfig(iceServers=[IceServerModel(**server) for server in ice.to_dicts()]),
         )
+
+    def _credentials(self, peer: Peer) -> IceServerSet:
+        """TURN credentials for one peer from the pool, with that peer's metrics.
+
+        Both peers' credentials come from here, so every KVS call of a session is made by the broker,
+        through its limiter, and counted.
+
+        Raises:
+            RetryLaterError: The channel pool is exhausted (503 with ``Retry-After``).
+            BadGatewayError: KVS failed.
+        """
+        started = self._clock()
+        try:
+            ice = self.ice.get_ice_servers()
+        except PoolExhaustedError as exc:
+            self.metrics.add(MetricName.POOL_EXHAUSTED, 1, "Count", peer=peer)
+            logger.warning("TURN channel pool exhausted (%s credentials); retry after %.2f s", peer, exc.retry_after)
+            raise RetryLaterError(
+                "all TURN credential channels are busy; retry shortly",
+                retry_after=exc.retry_after,
+                code="pool_exhausted",
+            ) from exc
+        except BrokerError as exc:
+            logger.error("TURN credentials for the %s unavailable: %s", peer, exc)
+            raise BadGatewayError("TURN credentials are unavailable", code="turn_unavailable") from exc
+        self.metrics.add(MetricName.CREDENTIAL_LATENCY, (self._clock() - started) * 1000, "Milliseconds", peer=peer)
+        self.metrics.add(MetricName.KVS_CALLS, ice.kvs_calls, "Count", peer=peer)
+        self.metrics.add(MetricName.KVS_THROTTLES, ice.throttles, "Count", peer=peer)
+        self.metrics.add(MetricName.CACHE_HITS, 1 if ice.cache_hit else 0, "Count", peer=peer)
+        return ice
 
     def _invoke(self, session_id: str, payload: dict[str, Any], wanted: str) -> Event:
         """Send ``payload`` to the session's agent and return the first event of type ``wanted``."""
@@ -192,7 +209,12 @@ class BrokerService:
             ApiError: The agent refused (4xx), failed (502), was busy (503) or too slow (504).
         """
         self.sessions.verify(subject, session_id)
-        event = self._invoke(session_id, {"type": "offer", "data": request.model_dump(mode="json")}, "answer")
+        payload: dict[str, Any] = {"type": "offer", "data": request.model_dump(mode="json")}
+        if request.pc_id is None or request.restart_pc:
+            # A new peer connection allocates new TURN relays: the agent gets fresh credentials with
+            # its offer, drawn from the pool here, so no agent process ever calls KVS itself.
+            payload["iceServers"] = self._credentials("agent").to_dicts()
+        event = self._invoke(session_id, payload, "answer")
         data = event.get("data")
         try:
             return AnswerResponse.model_validate(data)
