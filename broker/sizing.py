@@ -465,7 +465,7 @@ def format_report(report: SizingReport) -> str:
         " if one scheduler placed every call perfectly",
         f"    ceil({r.peak_sessions_per_sec:g} sessions/s x {r.calls_per_session} calls/session"
         f" x (1 + {r.headroom:g} headroom) / {r.tps_per_channel:g} TPS per channel) = {r.minimum_channels}",
-        f"  recommended {r.recommended_channels}: callers that do not coordinate (Lambda instances, agents)"
+        f"  recommended {r.recommended_channels}: callers that do not coordinate (the broker's Lambda instances)"
         f" are throttled on {_share_of_calls(r.predicted_throttle_rate)} at the peak"
         f" of {r.calls_per_sec_at_peak:g} calls/s (target {r.max_throttle_rate * 100:g}%)",
         why_more,
@@ -582,7 +582,7 @@ def _parser() -> argparse.ArgumentParser:
             "Size the pool of KVS signaling channels that mint TURN credentials. KVS allows "
             "5 GetIceServerConfig calls per second per channel. The minimum, "
             "ceil(peak x calls x (1 + headroom) / tps), suffices only for one perfect scheduler; "
-            "the recommended count keeps callers that do not coordinate (Lambda instances, agents) "
+            "the recommended count keeps callers that do not coordinate (the broker's Lambda instances) "
             "under --max-throttle-rate. Channels cost $0.03 a month: size generously."
         ),
     )

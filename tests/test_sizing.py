@@ -244,7 +244,9 @@ def test_cli_explains_minimum_recommended_and_cost(capsys: pytest.CaptureFixture
     assert out.startswith("channels: 18 recommended (minimum 6)\n")
     assert "minimum 6: the pool's capacity just covers the peak if one scheduler placed every call perfectly" in out
     assert "ceil(12 sessions/s x 2 calls/session x (1 + 0.25 headroom) / 5 TPS per channel) = 6" in out
-    assert "recommended 18: callers that do not coordinate (Lambda instances, agents) are throttled on ~0.97%" in out
+    assert (
+        "recommended 18: callers that do not coordinate (the broker's Lambda instances) are throttled on ~0.97%" in out
+    )
     assert "(target 1%)" in out
     assert "channels: 18 x $0.03 = $0.54" in out
     assert "TURN: 6,000 relayed minutes" in out
