@@ -22,6 +22,8 @@ class SlidingWindowLimiter:
         window: Window length in seconds (> 0).
     """
 
+    __slots__ = ("_completed", "_in_flight", "limit", "window")
+
     def __init__(self, limit: int, window: float) -> None:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
@@ -29,12 +31,10 @@ class SlidingWindowLimiter:
             raise ValueError(f"window must be > 0, got {window}")
         self.limit = limit
         self.window = window
-        self._completed: deque[float] = deque()  # completion times, oldest first
+        # Completion times, oldest first; None while there are none, as a broker holds one limiter per
+        # channel of a pool of hundreds (and the fleet simulation holds thousands of brokers).
+        self._completed: deque[float] | None = None
         self._in_flight = 0
-
-    def _prune(self, now: float) -> None:
-        while self._completed and self._completed[0] + self.window <= now:
-            self._completed.popleft()
 
     def ready_at(self, now: float) -> float:
         """Return the earliest time (>= ``now``) a call could be sent, as far as is known now.
@@ -42,12 +42,14 @@ class SlidingWindowLimiter:
         While every slot is in flight the answer is an estimate (``now + window``): the real time is
         one window after the first of them completes, which is later. Callers re-check then.
         """
-        self._prune(now)
-        if len(self._completed) + self._in_flight < self.limit:
-            return now
-        if self._completed:
-            return self._completed[0] + self.window
-        return now + self.window
+        completed = self._completed
+        if completed is not None:
+            while completed and completed[0] + self.window <= now:
+                completed.popleft()
+            if completed:
+                return now if len(completed) + self._in_flight < self.limit else completed[0] + self.window
+            self._completed = None  # idle again: give the memory back
+        return now if self._in_flight < self.limit else now + self.window
 
     def acquire(self, now: float) -> None:
         """Take a slot for a call sent at ``now``.
@@ -64,6 +66,8 @@ class SlidingWindowLimiter:
         if self._in_flight == 0:
             raise RuntimeError("release() without a matching acquire()")
         self._in_flight -= 1
+        if self._completed is None:
+            self._completed = deque()
         self._completed.append(now)
 
     @property

@@ -38,7 +38,7 @@ from broker.exceptions import KvsError, PoolExhaustedError
 from broker.limiter import SlidingWindowLimiter
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Channel:
     """One channel of the pool as one scheduler sees it.
 
