@@ -101,6 +101,7 @@ bench: $(STAMPS)/venv ## Run the benchmarks (JSON on stdout)
 	$(PY) -m bench.broker --json
 	$(PY) -m bench.api --json
 	$(PY) -m bench.local_calls --json
+	$(PY) -m bench.fleet --json
 
 .PHONY: clean
 clean: ## Remove generated files (venv, node_modules, cdk.out, caches)

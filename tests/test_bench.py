@@ -50,3 +50,50 @@ def test_bench_rejects_bad_arguments() -> None:
         [sys.executable, "-m", "bench.broker", "--channels=0"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert run.returncode == 2 and "error:" in run.stderr
+
+
+def test_bench_fleet_accounts_for_every_session_and_the_pool_size_matters() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.fleet", "--json", "--rates=10", "--duration=60", "--seed=3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert set(report) >= {"model", "seed", "scenarios", "targets", "wall_seconds"}
+    by_sizing = {scenario["sizing"]: scenario for scenario in report["scenarios"]}
+    assert set(by_sizing) == {"minimum", "recommended"}
+    for scenario in by_sizing.values():
+        assert scenario["diverged_at_s"] is None
+        assert 450 < scenario["sessions"] < 750  # Poisson, 10/s for 60 s
+        # Every session ended, served or failed; every request was served or failed with a reason.
+        assert scenario["completed_sessions"] + scenario["failed_sessions"] == scenario["sessions"]
+        failed = sum(scenario["failed_requests"].values())
+        assert scenario["served_requests"] + failed == scenario["credential_requests"]
+        # Two requests a session, minus the offers of sessions whose /start failed.
+        assert 2 * scenario["sessions"] - failed <= scenario["credential_requests"] <= 2 * scenario["sessions"]
+        assert scenario["get_ice_server_config_calls"] == scenario["served_requests"] + scenario["throttles"]
+        assert scenario["kvs_calls"] == scenario["get_ice_server_config_calls"] + scenario["endpoint_lookups"]
+        assert 0 < scenario["cold_starts"] == scenario["peak_instances_alive"]
+        # At 10/s the account's endpoint limit is far away, and each instance looks a channel up once.
+        assert scenario["endpoint_throttles"] == 0
+        assert scenario["endpoint_lookups"] <= scenario["cold_starts"] * scenario["channels"]
+        latency = scenario["added_latency_ms"]
+        assert 0 <= latency["p50"] <= latency["p99"] <= latency["max"]
+        assert scenario["predicted_throttles_per_call"] > 0
+    minimum, recommended = by_sizing["minimum"], by_sizing["recommended"]
+    assert minimum["channels"] < recommended["channels"]
+    assert minimum["sessions"] == recommended["sessions"]  # the same sessions over both pools
+    assert recommended["throttles_per_call"] < 0.05
+    assert minimum["throttles_per_call"] > 0.2 > recommended["throttles_per_call"]
+    assert recommended["added_latency_ms"]["p99"] < minimum["added_latency_ms"]["p99"]
+    assert set(report["targets"]) == {"throttles_per_call_at_most_0.01", "prediction_within_factor_2"}
+
+
+def test_bench_fleet_rejects_bad_arguments() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.fleet", "--duration=0"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2 and "error:" in run.stderr
