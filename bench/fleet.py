@@ -23,9 +23,13 @@ The model (each figure is a field of :class:`FleetModel`):
   An instance's first call to a channel first looks up its endpoint (one more round trip, holding
   the call's slot as :class:`broker.kvs.KvsSignaling` does), cached for the instance's life.
 
-Per scenario the report gives the throttles per served credential request beside
-:func:`broker.sizing.predicted_throttle_rate`, the latency the pool added to credential requests
-beyond one KVS round trip, the fleet's size and its endpoint lookups per second. Scenarios (rate x
+Per scenario the report gives the ``GetIceServerConfig`` throttles per served credential request
+beside :func:`broker.sizing.predicted_throttle_rate` (endpoint-lookup throttles are counted apart),
+the latency the pool added to credential requests beyond one KVS round trip (waits, failovers and
+endpoint lookups), the fleet's size and its endpoint lookups per second. A scenario whose fleet
+grows without bound (a throttle storm: see ``FleetModel.divergence_factor``) is stopped and reported
+with ``diverged_at_s``; it meets no target. ``--endpoint-tps 0`` lifts the account's endpoint limit,
+to tell its effect from the per-channel limit's. Scenarios (rate x
 pool size, at today's :func:`~broker.sizing.channel_count` and at
 :func:`~broker.sizing.recommended_channel_count`) run in two worker processes::
 
@@ -392,8 +396,8 @@ class FleetSimulation:
 
 
 def _round(value: float) -> float | None:
-    """JSON has no NaN or infinity: those become ``null``."""
-    return round(value, 5) if math.isfinite(value) else None
+    """Seven decimals (so 0.0100002 is not shown as 0.01); JSON has no NaN or infinity: ``null``."""
+    return round(value, 7) if math.isfinite(value) else None
 
 
 def run_scenario(scenario: Scenario, model: FleetModel) -> dict[str, Any]:
@@ -421,20 +425,21 @@ def scenarios(rates: Sequence[float], duration: float, seed: int) -> list[Scenar
 
 
 def targets(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's targets, judged on the recommended pools."""
+    """The issue's targets, judged on the recommended pools from the unrounded counts."""
     recommended = [r for r in results if r["sizing"] == "recommended"]
+
+    def simulated(r: dict[str, Any]) -> float:
+        return float(r["throttles"]) / r["served_requests"] if r["served_requests"] else math.inf
+
+    def ratio(r: dict[str, Any]) -> float:
+        return simulated(r) / r["predicted_throttles_per_call"] if r["predicted_throttles_per_call"] else math.inf
+
+    stable = [r for r in recommended if r["diverged_at_s"] is None]
     return {
-        f"throttles_per_call_at_most_{THROTTLE_TARGET:g}": all(
-            r["throttles_per_call"] is not None
-            and r["throttles_per_call"] <= THROTTLE_TARGET
-            and r["diverged_at_s"] is None
-            for r in recommended
-        ),
-        f"prediction_within_factor_{PREDICTION_FACTOR:g}": all(
-            r["simulated_over_predicted"] is not None
-            and 1 / PREDICTION_FACTOR <= r["simulated_over_predicted"] <= PREDICTION_FACTOR
-            for r in recommended
-        ),
+        f"throttles_per_call_at_most_{THROTTLE_TARGET:g}": len(stable) == len(recommended)
+        and all(simulated(r) <= THROTTLE_TARGET for r in stable),
+        f"prediction_within_factor_{PREDICTION_FACTOR:g}": len(stable) == len(recommended)
+        and all(1 / PREDICTION_FACTOR <= ratio(r) <= PREDICTION_FACTOR for r in stable),
     }
 
 
