@@ -6,8 +6,8 @@ clock, ``sleep`` and :class:`broker.kvs.KvsSignaling`; the fleet simulation (``b
 the very same classes on a virtual clock, so what it measures is what the broker decides.
 
 - :class:`ChannelScheduler`: one broker's view of the pool (a limiter and a cooldown per channel).
-  It picks the channel that can serve soonest, scanning from a random offset so that many brokers
-  that never talk spread over the pool.
+  It picks uniformly at random among the channels that can serve now, so that many brokers that
+  never talk spread evenly over the pool, and otherwise says when the soonest one can.
 - :class:`CredentialRequest`: one caller's attempt to get credentials: it sends to the best channel
   not yet tried, waits while nothing can serve, fails over after a throttle or a channel failure,
   and gives up with :class:`PoolExhaustedError` (or the last channel failure) past its deadline.
@@ -66,7 +66,7 @@ class ChannelScheduler:
         window_seconds: The window's length.
         throttle_cooldown_seconds: How long a channel rests after ``ClientLimitExceededException``.
         failure_cooldown_seconds: How long a channel rests after any other error.
-        rng: Source of the random scan offset.
+        rng: Source of the random choice among ready channels.
 
     Attributes:
         channels: Each channel's state, in pool order.
@@ -75,6 +75,9 @@ class ChannelScheduler:
     Raises:
         ValueError: The pool is empty or lists a channel twice.
     """
+
+    PROBES = 4
+    """Random channels :meth:`next_channel` tries before it scans the pool."""
 
     def __init__(
         self,
@@ -116,28 +119,46 @@ class ChannelScheduler:
         return len(self.channels)
 
     def next_channel(self, now: float, skip: Set[str] = frozenset()) -> tuple[Channel | None, float]:
-        """Find the channel that can serve soonest, scanning from a random offset.
+        """Pick a channel that can serve at ``now``, uniformly at random among those that can.
 
         Channels in ``skip`` are passed over while others remain; once it covers the whole pool it
         is ignored, so a request that tried every channel may come back to the best of them.
 
+        Uniform, not "the first ready one after a random offset", which gives the channel after a
+        busy run of channels that run's share too. First up to ``PROBES`` channels drawn uniformly
+        from the whole pool: the first that is ready and not skipped is taken, which is uniform
+        among such channels (rejection sampling), and at the recommended pool size most channels
+        are ready, so this is O(1) expected. Only when every probe misses does one scan collect
+        the ready channels and choose among them uniformly; a choice that is uniform on either
+        path is uniform overall. The same scan finds the soonest time when none is ready.
+
         Returns:
-            ``(channel, when)``: the channel that can take a call at ``now`` (``when <= now``), or
+            ``(channel, when)``: a channel that can take a call at ``now`` (``when <= now``), or
             ``None`` and the earliest time one could (``when > now``).
         """
-        count = len(self.channels)
-        start = self._rng.randrange(count)
+        channels = self.channels
+        count = len(channels)
         if len(skip) >= count:
             skip = frozenset()
+        randrange = self._rng.randrange
+        for _ in range(self.PROBES):
+            channel = channels[randrange(count)]
+            if channel.arn not in skip:
+                ready_at = channel.ready_at(now)
+                if ready_at <= now:
+                    return channel, ready_at
+        ready: list[tuple[Channel, float]] = []
         soonest = float("inf")
-        for offset in range(count):
-            channel = self.channels[(start + offset) % count]
+        for channel in channels:
             if channel.arn in skip:
                 continue
             ready_at = channel.ready_at(now)
             if ready_at <= now:
-                return channel, ready_at
-            soonest = min(soonest, ready_at)
+                ready.append((channel, ready_at))
+            else:
+                soonest = min(soonest, ready_at)
+        if ready:
+            return ready[randrange(len(ready))]
         return None, soonest
 
     def acquire(self, channel: Channel, now: float) -> None:

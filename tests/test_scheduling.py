@@ -64,6 +64,81 @@ def test_one_scheduler_spreads_its_own_calls_too() -> None:
     assert all(60 < count < 140 for count in picks.values()), picks
 
 
+def pool_of(count: int, *, seed: int = 1) -> ChannelScheduler:
+    return ChannelScheduler(
+        [f"arn:aws:kinesisvideo:us-east-1:123456789012:channel/big-{k}/1" for k in range(count)],
+        rng=random.Random(seed),
+    )
+
+
+def draws(pool: ChannelScheduler, now: float, times: int, skip: frozenset[str] = frozenset()) -> Counter[int]:
+    """Which channel (by index) ``next_channel`` picks in ``times`` draws; the state does not change."""
+    index = {channel.arn: k for k, channel in enumerate(pool.channels)}
+    picks: Counter[int] = Counter()
+    for _ in range(times):
+        channel, when = pool.next_channel(now, skip)
+        assert channel is not None and when <= now
+        picks[index[channel.arn]] += 1
+    return picks
+
+
+def test_a_ready_channel_is_chosen_uniformly_and_a_busy_one_never() -> None:
+    pool = pool_of(8)
+    for channel in pool.channels[4:]:
+        fill(pool, channel, 0.5)  # busy until 1.5
+    picks = draws(pool, 1.0, 8000)
+    assert set(picks) == {0, 1, 2, 3}
+    # Each ready channel 25 %: 2000 +- 39 (one standard deviation); the bounds are 5 of them.
+    assert all(1800 < count < 2200 for count in picks.values()), picks
+
+
+def test_the_channel_after_a_run_of_busy_ones_gets_no_more_than_its_share() -> None:
+    # A first-ready-after-a-random-offset scan would give channel 7 the share of 1..6 too (7/8).
+    pool = pool_of(8)
+    for channel in pool.channels[1:7]:
+        fill(pool, channel, 0.5)
+    picks = draws(pool, 1.0, 4000)
+    assert set(picks) == {0, 7}
+    assert all(1800 < count < 2200 for count in picks.values()), picks
+
+
+def test_the_pick_stays_uniform_when_the_random_probes_miss() -> None:
+    # 3 ready channels of 64: the probes nearly always miss, so the scan decides, uniformly too.
+    pool = pool_of(64)
+    ready = {5, 30, 63}
+    for k, channel in enumerate(pool.channels):
+        if k not in ready:
+            fill(pool, channel, 0.5)
+    picks = draws(pool, 1.0, 6000)
+    assert set(picks) == ready
+    assert all(1800 < count < 2200 for count in picks.values()), picks
+
+
+def test_skipped_channels_are_never_picked_while_others_are_ready() -> None:
+    pool = pool_of(8)
+    skip = frozenset(pool.arns[:6])
+    picks = draws(pool, 0.0, 4000, skip)
+    assert set(picks) == {6, 7}
+    assert all(1800 < count < 2200 for count in picks.values()), picks
+
+
+def test_with_no_channel_ready_the_soonest_time_among_those_not_skipped_is_returned() -> None:
+    pool = pool_of(40)
+    for k, channel in enumerate(pool.channels):
+        fill(pool, channel, 0.1 + k * 0.01)  # channel k is free again at 1.1 + k / 100
+    pool.channels[3].cooldown_until = 9.0  # its window ends sooner, but it rests longer
+
+    def soonest(skip: frozenset[str] = frozenset()) -> float:
+        channel, when = pool.next_channel(1.0, skip)
+        assert channel is None
+        return when
+
+    assert soonest() == pytest.approx(1.1)
+    assert soonest(frozenset(pool.arns[:2])) == pytest.approx(1.12)
+    assert soonest(frozenset(pool.arns[:3])) == pytest.approx(1.14)  # channel 3 rests until 9
+    assert soonest(frozenset(pool.arns)) == pytest.approx(1.1)  # every channel skipped: the skip is ignored
+
+
 def test_the_channel_that_can_serve_soonest_is_chosen() -> None:
     pool = scheduler(3, calls_per_window=5, window_seconds=1.0)
     a, b, c = pool.channels
