@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,20 +53,27 @@ def test_bench_rejects_bad_arguments() -> None:
     assert run.returncode == 2 and "error:" in run.stderr
 
 
-def test_bench_fleet_accounts_for_every_session_and_the_pool_size_matters() -> None:
+def run_fleet(*arguments: str) -> dict[str, Any]:
     run = subprocess.run(
-        [sys.executable, "-m", "bench.fleet", "--json", "--rates=10", "--duration=60", "--seed=3"],
+        [sys.executable, "-m", "bench.fleet", "--json", "--rates=10", "--duration=60", "--seed=3", *arguments],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert run.returncode == 0, run.stderr
-    report = json.loads(run.stdout)
-    assert set(report) >= {"model", "seed", "scenarios", "targets", "wall_seconds"}
+    report: dict[str, Any] = json.loads(run.stdout)
+    return report
+
+
+def test_bench_fleet_accounts_for_every_session_and_the_pool_size_matters() -> None:
+    report = run_fleet()
+    assert set(report) >= {"endpoints", "model", "seed", "scenarios", "targets", "wall_seconds"}
+    assert report["endpoints"] == report["model"]["endpoints"] == "manifest"  # what the deployed stack does
     by_sizing = {scenario["sizing"]: scenario for scenario in report["scenarios"]}
     assert set(by_sizing) == {"minimum", "recommended"}
     for scenario in by_sizing.values():
+        assert scenario["endpoints"] == "manifest"
         assert scenario["diverged_at_s"] is None
         assert 450 < scenario["sessions"] < 750  # Poisson, 10/s for 60 s
         # Every session ended, served or failed; every request was served or failed with a reason.
@@ -75,11 +83,10 @@ def test_bench_fleet_accounts_for_every_session_and_the_pool_size_matters() -> N
         # Two requests a session, minus the offers of sessions whose /start failed.
         assert 2 * scenario["sessions"] - failed <= scenario["credential_requests"] <= 2 * scenario["sessions"]
         assert scenario["get_ice_server_config_calls"] == scenario["served_requests"] + scenario["throttles"]
-        assert scenario["kvs_calls"] == scenario["get_ice_server_config_calls"] + scenario["endpoint_lookups"]
+        # Every instance starts with the manifest's endpoints: KVS sees GetIceServerConfig only.
+        assert scenario["endpoint_lookups"] == scenario["peak_endpoint_lookups_per_sec"] == 0
+        assert scenario["kvs_calls"] == scenario["get_ice_server_config_calls"]
         assert 0 < scenario["cold_starts"] == scenario["peak_instances_alive"]
-        # At 10/s the account's endpoint limit is far away, and each instance looks a channel up once.
-        assert scenario["endpoint_throttles"] == 0
-        assert scenario["endpoint_lookups"] <= scenario["cold_starts"] * scenario["channels"]
         latency = scenario["added_latency_ms"]
         assert 0 <= latency["p50"] <= latency["p99"] <= latency["max"]
         assert scenario["predicted_throttles_per_call"] > 0
@@ -89,11 +96,31 @@ def test_bench_fleet_accounts_for_every_session_and_the_pool_size_matters() -> N
     assert recommended["throttles_per_call"] < 0.05
     assert minimum["throttles_per_call"] > 0.2 > recommended["throttles_per_call"]
     assert recommended["added_latency_ms"]["p99"] < minimum["added_latency_ms"]["p99"]
-    assert set(report["targets"]) == {"throttles_per_call_at_most_0.01", "prediction_within_factor_2"}
+    throttle_target = report["targets"]["throttles_per_call_at_most_0.01"]
+    prediction_target = report["targets"]["simulated_over_predicted_within_0.5_2"]
+    assert set(report["targets"]) == {"throttles_per_call_at_most_0.01", "simulated_over_predicted_within_0.5_2"}
+    assert throttle_target["bound"] == 0.01 and prediction_target["bound"] == [0.5, 2]
+    (verdict,) = throttle_target["recommended_pool_by_rate"].values()
+    assert verdict["channels"] == recommended["channels"]
+    assert verdict["value"] == pytest.approx(recommended["throttles_per_call"])
+    assert verdict["met"] == (verdict["value"] <= 0.01) == throttle_target["met"]
 
 
-def test_bench_fleet_rejects_bad_arguments() -> None:
+def test_bench_fleet_lazy_endpoints_look_each_channel_up_once_per_instance() -> None:
+    report = run_fleet("--endpoints=lazy")
+    assert report["endpoints"] == "lazy"
+    for scenario in report["scenarios"]:
+        assert scenario["endpoints"] == "lazy"
+        assert scenario["kvs_calls"] == scenario["get_ice_server_config_calls"] + scenario["endpoint_lookups"]
+        # At 10/s the account's endpoint limit is far away, and each instance looks a channel up once.
+        assert scenario["endpoint_throttles"] == 0
+        assert 0 < scenario["endpoint_lookups"] <= scenario["cold_starts"] * scenario["channels"]
+        assert scenario["added_latency_ms"]["max"] > 0  # a lookup is one more round trip
+
+
+@pytest.mark.parametrize("argument", ["--duration=0", "--endpoints=cached"])
+def test_bench_fleet_rejects_bad_arguments(argument: str) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "bench.fleet", "--duration=0"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "bench.fleet", argument], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert run.returncode == 2 and "error:" in run.stderr
