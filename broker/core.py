@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from broker.config import BrokerConfig
-from broker.exceptions import BrokerError, CredentialTtlError, KvsError, PoolExhaustedError
+from broker.exceptions import BrokerError, ConfigurationError, CredentialTtlError, KvsError, PoolExhaustedError
 from broker.ice import IceServer, IceServerSet, servers_from_kvs
 from broker.kvs import KvsSignaling
 from broker.scheduling import Channel, ChannelScheduler, CredentialRequest, Wait
@@ -43,7 +43,8 @@ class IceBroker:
 
     Args:
         config: The settings.
-        channel_arns: The pool to spread calls over (default: ``config.channel_arns``).
+        channel_arns: The pool to spread calls over (default: ``config.channel_arns``, or the channels
+            named with ``config.channel_prefix``, listed once here).
         kvs: The KVS caller (default: one built from ``config``).
         clock: Monotonic clock for rate limiting and waiting.
         wall_clock: Epoch clock for credential expiry.
@@ -72,6 +73,13 @@ class IceBroker:
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
+        if channel_arns is None and config.channel_prefix is not None:
+            channel_arns = self._kvs.list_channel_arns(config.channel_prefix, sleep=sleep, rng=self._rng)
+            if not channel_arns:
+                raise ConfigurationError(
+                    f"TURN_CHANNEL_PREFIX: no ACTIVE signaling channel in {config.region} is named "
+                    f"{config.channel_prefix}*"
+                )
         self._scheduler = ChannelScheduler.from_config(config, channel_arns=channel_arns, rng=self._rng)
         self._shared_sets: dict[str, IceServerSet] = {}  # per channel ARN, in shared mode
         self._counts = dict.fromkeys(("kvs_calls", "throttles", "channel_failures", "cache_hits", "pool_exhausted"), 0)
@@ -113,8 +121,19 @@ class IceBroker:
             self._counts[name] += amount
 
     def _fetch(self, client_id: str | None) -> IceServerSet:
-        """Call ``GetIceServerConfig`` where :class:`CredentialRequest` says, until a channel answers."""
+        """Call ``GetIceServerConfig`` where :class:`CredentialRequest` says, until a channel answers.
+
+        A request that fails still made its calls: the error carries them (``kvs_calls``,
+        ``throttles``), so the caller's metrics count every KVS call.
+        """
         request = CredentialRequest(self._scheduler, self._clock(), max_wait_seconds=self.config.max_wait_seconds)
+        try:
+            return self._fetch_for(request, client_id)
+        except BrokerError as exc:
+            exc.kvs_calls, exc.throttles = request.calls, request.throttles
+            raise
+
+    def _fetch_for(self, request: CredentialRequest, client_id: str | None) -> IceServerSet:
         while True:
             with self._lock:
                 now = self._clock()

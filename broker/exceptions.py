@@ -4,7 +4,15 @@ from __future__ import annotations
 
 
 class BrokerError(Exception):
-    """Base class of every error the broker raises."""
+    """Base class of every error the broker raises.
+
+    Attributes:
+        kvs_calls: ``GetIceServerConfig`` calls the failed request made before it gave up.
+        throttles: Throttles among them.
+    """
+
+    kvs_calls: int = 0
+    throttles: int = 0
 
 
 class ConfigurationError(BrokerError, ValueError):

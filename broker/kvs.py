@@ -6,7 +6,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import botocore.session
@@ -93,6 +93,7 @@ class KvsSignaling:
             "kinesisvideo", region_name=region, config=self._config
         )
         self._endpoints: TTLCache[str, str] = TTLCache(maxsize=100_000, ttl=endpoint_cache_seconds, timer=clock)
+        self._pinned: dict[str, str] = {}  # from the pool manifest: kept until the channel fails
         self._signaling_clients: dict[str, Any] = {}
         self.endpoint_lookups = 0
 
@@ -103,7 +104,7 @@ class KvsSignaling:
             KvsError: ``GetSignalingChannelEndpoint`` failed.
         """
         with self._lock:
-            cached = self._endpoints.get(channel_arn)
+            cached = self._pinned.get(channel_arn) or self._endpoints.get(channel_arn)
         if cached is not None:
             return cached
         try:
@@ -176,9 +177,15 @@ class KvsSignaling:
         logger.info("pool %s*: %d active channels", prefix, len(channels))
         return tuple(arn for _, arn in sorted(channels))
 
-    def forget(self, channel_arn: str) -> None:
-        """Drop the cached endpoint of a channel (after an error that suggests it moved)."""
+    def pin_endpoints(self, endpoints: Mapping[str, str]) -> None:
+        """Know these channels' endpoints (the pool manifest's) until a channel fails: no lookup, no expiry."""
         with self._lock:
+            self._pinned.update(endpoints)
+
+    def forget(self, channel_arn: str) -> None:
+        """Drop the known endpoint of a channel (after an error that suggests it moved)."""
+        with self._lock:
+            self._pinned.pop(channel_arn, None)
             self._endpoints.pop(channel_arn, None)
 
     def _signaling_client(self, endpoint_url: str) -> Any:

@@ -345,3 +345,5 @@ def test_no_agent_credentials_means_503_and_the_agent_is_not_invoked(emulator: K
     assert agent.payloads == []
     agent_ice = service.metrics.by_peer["agent"]  # type: ignore[attr-defined]
     assert agent_ice[MetricName.POOL_EXHAUSTED] == 1
+    # The calls the refused request made still count: every KVS call and throttle is in the metrics.
+    assert (agent_ice[MetricName.KVS_CALLS], agent_ice[MetricName.KVS_THROTTLES]) == (2, 2)

@@ -9,7 +9,9 @@ from collections.abc import Callable
 import botocore.session
 import pytest
 
-from broker.exceptions import KvsError
+from broker.config import BrokerConfig
+from broker.core import IceBroker
+from broker.exceptions import ConfigurationError, KvsError
 from broker.kvs import LIST_ATTEMPTS, KvsSignaling
 from local.kvs_emulator import KvsEmulator
 from tests.emulator_stats import operation_total
@@ -73,3 +75,20 @@ def test_cold_starts_beyond_the_account_list_limit_wait_and_are_served(
         assert len(signaling(kvs).list_channel_arns("Stack-turn-", sleep=wait_out_the_window)) == 1
     assert operation_total(kvs, LIST, "throttled") == len(waits) >= 1
     assert operation_total(kvs, LIST, "served") == 3
+
+
+def test_a_broker_named_by_prefix_serves_from_the_channels_it_listed(emulator: KvsEmulator) -> None:
+    pool = emulator.create_channels(4, prefix="Stack-turn")
+    emulator.create_channels(2, prefix="Other-turn")
+    config = BrokerConfig.from_env({"TURN_CHANNEL_PREFIX": "Stack-turn-", "AWS_REGION": "us-east-1"})
+    broker = IceBroker(config)
+    served = {broker.get_ice_servers().channel_arn for _ in range(12)}
+    assert served <= set(pool) and len(served) > 1
+    assert operation_total(emulator, LIST, "served") == 1
+
+
+def test_a_prefix_that_names_no_channel_is_a_clear_error(emulator: KvsEmulator) -> None:
+    emulator.create_channels(2, prefix="Other-turn")
+    config = BrokerConfig.from_env({"TURN_CHANNEL_PREFIX": "Stack-turn-", "AWS_REGION": "us-east-1"})
+    with pytest.raises(ConfigurationError, match=r"no ACTIVE signaling channel in us-east-1 is named Stack-turn-\*"):
+        IceBroker(config)

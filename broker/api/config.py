@@ -14,6 +14,9 @@ from broker.config import BrokerConfig
 from broker.core import IceBroker
 from broker.exceptions import ConfigurationError
 from broker.kvs import KvsSignaling
+from broker.pool_manifest import PoolManifest
+
+MANIFEST_VARIABLE = "TURN_POOL_MANIFEST_SECRET_ARN"
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
@@ -78,6 +81,29 @@ def agent_invoker(env: Mapping[str, str], *, session: botocore.session.Session |
     raise ConfigurationError(f"AGENT_INVOKER must be 'agentcore' or 'local', got {kind!r}")
 
 
+def ice_broker(
+    env: Mapping[str, str], *, session: botocore.session.Session, secrets_client: Any | None = None
+) -> IceBroker:
+    """The broker of ICE servers, over the pool the environment names.
+
+    With ``TURN_POOL_MANIFEST_SECRET_ARN`` (the deployed stack) the pool and every channel's endpoint
+    come from that one secret, so no instance lists the pool or looks an endpoint up at cold start;
+    otherwise ``TURN_CHANNEL_PREFIX`` (listed once) or ``TURN_CHANNEL_ARNS``.
+
+    Raises:
+        ConfigurationError: A variable is missing or invalid, or the manifest is unreadable.
+    """
+    config = BrokerConfig.from_env(env)
+    kvs = KvsSignaling(region=config.region, session=session, endpoint_cache_seconds=config.endpoint_cache_seconds)
+    manifest_arn = env.get(MANIFEST_VARIABLE, "").strip()
+    if not manifest_arn:
+        return IceBroker(config, kvs=kvs)
+    client = secrets_client or session.create_client("secretsmanager")
+    manifest = PoolManifest.from_json(client.get_secret_value(SecretId=manifest_arn)["SecretString"])
+    kvs.pin_endpoints(manifest.endpoints)
+    return IceBroker(config, channel_arns=manifest.channel_arns, kvs=kvs)
+
+
 def build_service(
     env: Mapping[str, str],
     *,
@@ -97,13 +123,16 @@ def build_service(
     # One botocore session for every client: each session loads botocore's data files again. botocore,
     # not boto3: boto3 adds nothing the broker uses and its import pulls in s3transfer (~14 ms of cold start).
     session = botocore.session.Session()
+    secrets = (
+        session.create_client("secretsmanager")
+        if env.get("SESSION_SIGNING_KEY_SECRET_ARN") or env.get(MANIFEST_VARIABLE)
+        else None
+    )
     if ice is None:
-        config = BrokerConfig.from_env(env)
-        kvs = KvsSignaling(region=config.region, session=session, endpoint_cache_seconds=config.endpoint_cache_seconds)
-        ice = IceBroker(config, kvs=kvs)
+        ice = ice_broker(env, session=session, secrets_client=secrets)
     return BrokerService(
         ice=ice,
-        sessions=SessionIssuer(session_key(env, session=session)),
+        sessions=SessionIssuer(session_key(env, secrets_client=secrets, session=session)),
         agent=agent or agent_invoker(env, session=session),
         metrics=metrics,
         settings=settings,

@@ -165,22 +165,28 @@ class BrokerService:
         started = self._clock()
         try:
             ice = self.ice.get_ice_servers()
-        except PoolExhaustedError as exc:
-            self.metrics.add(MetricName.POOL_EXHAUSTED, 1, "Count", peer=peer)
-            logger.warning("TURN channel pool exhausted (%s credentials); retry after %.2f s", peer, exc.retry_after)
-            raise RetryLaterError(
-                "all TURN credential channels are busy; retry shortly",
-                retry_after=exc.retry_after,
-                code="pool_exhausted",
-            ) from exc
         except BrokerError as exc:
-            logger.error("TURN credentials for the %s unavailable: %s", peer, exc)
-            raise BadGatewayError("TURN credentials are unavailable", code="turn_unavailable") from exc
+            self.metrics.add(MetricName.KVS_CALLS, exc.kvs_calls, "Count", peer=peer)
+            self.metrics.add(MetricName.KVS_THROTTLES, exc.throttles, "Count", peer=peer)
+            raise self._unavailable(peer, exc) from exc
         self.metrics.add(MetricName.CREDENTIAL_LATENCY, (self._clock() - started) * 1000, "Milliseconds", peer=peer)
         self.metrics.add(MetricName.KVS_CALLS, ice.kvs_calls, "Count", peer=peer)
         self.metrics.add(MetricName.KVS_THROTTLES, ice.throttles, "Count", peer=peer)
         self.metrics.add(MetricName.CACHE_HITS, 1 if ice.cache_hit else 0, "Count", peer=peer)
         return ice
+
+    def _unavailable(self, peer: Peer, exc: BrokerError) -> ApiError:
+        """The API error for credentials the pool could not give."""
+        if isinstance(exc, PoolExhaustedError):
+            self.metrics.add(MetricName.POOL_EXHAUSTED, 1, "Count", peer=peer)
+            logger.warning("TURN channel pool exhausted (%s credentials); retry after %.2f s", peer, exc.retry_after)
+            return RetryLaterError(
+                "all TURN credential channels are busy; retry shortly",
+                retry_after=exc.retry_after,
+                code="pool_exhausted",
+            )
+        logger.error("TURN credentials for the %s unavailable: %s", peer, exc)
+        return BadGatewayError("TURN credentials are unavailable", code="turn_unavailable")
 
     def _invoke(self, session_id: str, payload: dict[str, Any], wanted: str) -> Event:
         """Send ``payload`` to the session's agent and return the first event of type ``wanted``."""
