@@ -147,8 +147,7 @@ class BrokerApi(Construct):
             role=self.role,
             log_group=self.log_group,
             environment={
-                "TURN_CHANNEL_PREFIX": pool.name_prefix,
-                "TURN_CREDENTIAL_REUSE": pool.credential_reuse.value,
+                **pool.broker_environment,
                 "AGENT_INVOKER": "agentcore",
                 "AGENT_RUNTIME_ARN": agent.runtime_arn,
                 "SESSION_SIGNING_KEY_SECRET_ARN": self.session_key.secret_arn,

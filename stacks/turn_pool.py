@@ -1,10 +1,12 @@
 """TURN channel pool: KVS signaling channels used only to mint TURN credentials.
 
-The pool is found by name, not by a list of ARNs: every channel is named ``<stack>-turn-NNN`` and
-the broker lists them once per cold start (``ListSignalingChannels`` with ``BEGINS_WITH``). Nothing
-about the pool's size has to fit in an environment variable, an IAM policy or a stack output, so a
-pool of any size deploys: its channels live in nested stacks of at most ``CHANNELS_PER_STACK``
-(CloudFormation allows 500 resources per stack).
+The pool is found by name, not by a list of ARNs: every channel is named ``<stack>-turn-NNN``. At
+deploy time a custom resource lists them and resolves each one's endpoint into the pool manifest (a
+secret, see :mod:`broker.pool_manifest`), which each broker instance reads once at cold start, so no
+instance lists the pool or looks an endpoint up. Nothing about the pool's size has to fit in an
+environment variable, an IAM policy or a stack output, so a pool of any size deploys: its channels
+live in nested stacks of at most ``CHANNELS_PER_STACK`` (CloudFormation allows 500 resources per
+stack).
 """
 
 from __future__ import annotations
@@ -12,14 +14,19 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from typing import cast
 
-from aws_cdk import ArnFormat, NestedStack, Stack
+from aws_cdk import ArnFormat, CfnResource, CustomResource, Duration, NestedStack, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesisvideo as kinesisvideo
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from broker.sizing import DEFAULT_MAX_THROTTLE_RATE, recommended_channel_count
-from stacks.checks import acknowledge_wildcard, nag_arn
+from stacks.checks import acknowledge, acknowledge_wildcard, nag_arn, redundant_depends_on
+from stacks.lambda_bundle import LAMBDA_PYTHON_VERSION, LAMBDA_RUNTIME, broker_code
 
 ICE_CREDENTIAL_ACTIONS = (
     "kinesisvideo:GetSignalingChannelEndpoint",
@@ -27,7 +34,8 @@ ICE_CREDENTIAL_ACTIONS = (
 )
 """What a caller needs to mint TURN credentials from a channel (and nothing else)."""
 DISCOVERY_ACTION = "kinesisvideo:ListSignalingChannels"
-"""How the broker finds the pool at cold start. It has no resource type: it is granted on ``*``."""
+"""How the pool is found by name. It has no resource type: it is granted on ``*``."""
+MANIFEST_HANDLER = "broker.pool_manifest.handler"
 
 CHANNELS_PER_STACK = 400
 """Channels per nested stack: under CloudFormation's 500 resources per stack, with room to spare."""
@@ -113,6 +121,9 @@ class TurnChannelPool(Construct):
             resource_name=f"{self.name_prefix}*/*",
             arn_format=ArnFormat.SLASH_RESOURCE_NAME,
         )
+        self.manifest_secret = self._manifest_secret()
+        self.manifest_function = self._manifest_function()
+        self.manifest = self._manifest()
 
     def _part(self, part_index: int) -> None:
         """One nested stack of channels; it starts once the previous part is created."""
@@ -129,12 +140,95 @@ class TurnChannelPool(Construct):
             self.channels.append(channel)
         self.parts.append(part)
 
-    def grant_ice_credentials(self, grantee: iam.IRole) -> None:
-        """Let ``grantee`` find the pool and mint TURN credentials from its channels, and nothing more.
+    def _manifest_secret(self) -> secretsmanager.Secret:
+        secret = secretsmanager.Secret(
+            self,
+            "Manifest",
+            description="The TURN pool's channel ARNs and endpoints, written by its custom resource at each deploy",
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        acknowledge(
+            secret,
+            "SMG4",
+            "not a credential: the pool's channel ARNs and signaling endpoints, rewritten by the pool's "
+            "custom resource at every deploy that changes the pool; there is nothing to rotate",
+        )
+        return secret
 
-        Grants ``GetSignalingChannelEndpoint`` and ``GetIceServerConfig`` on channels named with the
-        pool's prefix, and ``ListSignalingChannels`` (which has no resource type) on ``*``.
+    def _manifest_function(self) -> lambda_.Function:
+        """The custom resource's function: the broker's own code, with its own role and log group."""
+        log_group = logs.LogGroup(
+            self, "ManifestLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
+        )
+        role = iam.Role(
+            self,
+            "ManifestRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="TURN pool manifest: list the pool, look up its endpoints, write the manifest secret",
+        )
+        function = lambda_.Function(
+            self,
+            "ManifestFunction",
+            description="Writes the TURN pool manifest (channel ARNs and endpoints) at deploy time",
+            runtime=LAMBDA_RUNTIME,
+            architecture=lambda_.Architecture.ARM_64,
+            handler=MANIFEST_HANDLER,
+            code=broker_code(),
+            memory_size=512,
+            timeout=Duration.minutes(5),
+            role=role,
+            log_group=log_group,
+        )
+        log_group.grant_write(role)
+        self._grant_pool(role)
+        role.add_to_policy(
+            iam.PolicyStatement(actions=["secretsmanager:PutSecretValue"], resources=[self.manifest_secret.secret_arn])
+        )
+        redundant_depends_on([cast(CfnResource, function.node.default_child)])
+        acknowledge(
+            function,
+            "L1",
+            f"pinned to Python {LAMBDA_PYTHON_VERSION}, like the broker whose code it runs",
+        )
+        return function
+
+    def _manifest(self) -> CustomResource:
+        """Runs the function once the channels exist, and again whenever the pool changes."""
+        manifest = CustomResource(
+            self,
+            "PoolManifest",
+            service_token=self.manifest_function.function_arn,
+            resource_type="Custom::TurnPoolManifest",
+            properties={
+                "Prefix": self.name_prefix,
+                "ChannelCount": str(self.channel_count),
+                "SecretArn": self.manifest_secret.secret_arn,
+            },
+        )
+        for part in self.parts:
+            manifest.node.add_dependency(part)
+        return manifest
+
+    @property
+    def broker_environment(self) -> dict[str, str]:
+        """What a broker needs to use the pool: its name prefix, the manifest's secret, the reuse mode."""
+        return {
+            "TURN_CHANNEL_PREFIX": self.name_prefix,
+            "TURN_POOL_MANIFEST_SECRET_ARN": self.manifest_secret.secret_arn,
+            "TURN_CREDENTIAL_REUSE": self.credential_reuse.value,
+        }
+
+    def grant_ice_credentials(self, grantee: iam.IRole) -> None:
+        """Let ``grantee`` read the pool and mint TURN credentials from its channels, and nothing more.
+
+        Grants reading the manifest secret, ``GetSignalingChannelEndpoint`` and ``GetIceServerConfig``
+        on channels named with the pool's prefix (an endpoint is looked up again after a channel
+        fails), and ``ListSignalingChannels`` (which has no resource type) on ``*``.
         """
+        self.manifest_secret.grant_read(grantee)
+        self._grant_pool(grantee)
+
+    def _grant_pool(self, grantee: iam.IRole) -> None:
         iam.Grant.add_to_principal(
             grantee=grantee, actions=list(ICE_CREDENTIAL_ACTIONS), resource_arns=[self.channel_arn_pattern]
         )
@@ -148,6 +242,6 @@ class TurnChannelPool(Construct):
         acknowledge_wildcard(
             grantee,
             "Resource::*",
-            "kinesisvideo:ListSignalingChannels has no resource type; the broker lists the pool's channels "
-            "by name prefix once per cold start",
+            "kinesisvideo:ListSignalingChannels has no resource type; the pool's channels are listed by "
+            "their name prefix",
         )

@@ -184,8 +184,18 @@ def runtime_role_id(synth: Synthesized) -> str:
     return role_id
 
 
+def functions_by_handler(synth: Synthesized) -> dict[str, dict[str, Any]]:
+    return {
+        function["Properties"]["Handler"]: function for function in resources(synth, "AWS::Lambda::Function").values()
+    }
+
+
+def broker_function(synth: Synthesized) -> dict[str, Any]:
+    return functions_by_handler(synth)["broker.lambda_handler.handler"]
+
+
 def function_role_id(synth: Synthesized) -> str:
-    role_id: str = only(synth, "AWS::Lambda::Function")[1]["Properties"]["Role"]["Fn::GetAtt"][0]
+    role_id: str = broker_function(synth)["Properties"]["Role"]["Fn::GetAtt"][0]
     return role_id
 
 
@@ -252,25 +262,77 @@ def test_channels_are_single_master_with_stack_unique_names(default_app: Synthes
     assert {channel["Properties"]["Type"] for channel in channels} == {"SINGLE_MASTER"}
 
 
-def test_only_the_broker_may_use_the_pool_and_only_its_channels(any_app: Synthesized) -> None:
+def policies_of_role(synth: Synthesized, role_id: str) -> set[str]:
+    return {
+        logical_id
+        for logical_id, policy in resources(synth, "AWS::IAM::Policy").items()
+        if {"Ref": role_id} in policy["Properties"]["Roles"]
+    }
+
+
+def manifest_role_id(synth: Synthesized) -> str:
+    function = functions_by_handler(synth)["broker.pool_manifest.handler"]
+    role_id: str = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    return role_id
+
+
+def test_only_the_broker_and_the_manifest_use_the_pool_and_only_its_channels(any_app: Synthesized) -> None:
     granted = [
         (owner, statement)
         for owner, statement in policy_statements(any_app)
         if any(action.startswith("kinesisvideo:") for action in as_list(statement["Action"]))
     ]
-    broker_policy = [
-        logical_id
-        for logical_id, policy in resources(any_app, "AWS::IAM::Policy").items()
-        if {"Ref": function_role_id(any_app)} in policy["Properties"]["Roles"]
-    ]
+    users = policies_of_role(any_app, function_role_id(any_app)) | policies_of_role(any_app, manifest_role_id(any_app))
     # The agent gets its TURN credentials with each offer: its role has no KVS permission at all.
-    assert {owner for owner, _ in granted} == set(broker_policy)
-    by_action = {tuple(sorted(as_list(statement["Action"]))): statement for _, statement in granted}
-    assert set(by_action) == {tuple(sorted(ICE_CREDENTIAL_ACTIONS)), (DISCOVERY_ACTION,)}
-    minting = by_action[tuple(sorted(ICE_CREDENTIAL_ACTIONS))]
-    pattern = json.dumps(minting["Resource"])
-    assert "channel/PipecatVoiceAgent-turn-*/*" in pattern and minting["Effect"] == "Allow"
-    assert by_action[(DISCOVERY_ACTION,)]["Resource"] == "*"  # ListSignalingChannels has no resource type
+    assert {owner for owner, _ in granted} == users and len(users) == 2
+    for owner in users:
+        by_action = {tuple(sorted(as_list(st["Action"]))): st for who, st in granted if who == owner}
+        assert set(by_action) == {tuple(sorted(ICE_CREDENTIAL_ACTIONS)), (DISCOVERY_ACTION,)}
+        minting = by_action[tuple(sorted(ICE_CREDENTIAL_ACTIONS))]
+        assert "channel/PipecatVoiceAgent-turn-*/*" in json.dumps(minting["Resource"]) and minting["Effect"] == "Allow"
+        assert by_action[(DISCOVERY_ACTION,)]["Resource"] == "*"  # ListSignalingChannels has no resource type
+
+
+def manifest_secret_id(synth: Synthesized) -> str:
+    secrets = resources(synth, "AWS::SecretsManager::Secret")
+    (secret_id,) = [key for key, secret in secrets.items() if "TURN pool" in secret["Properties"]["Description"]]
+    return secret_id
+
+
+def test_the_manifest_is_written_after_the_channels_and_read_by_the_broker(default_app: Synthesized) -> None:
+    secret_id = manifest_secret_id(default_app)
+    _, manifest = only(default_app, "Custom::TurnPoolManifest")
+    token = manifest["Properties"].pop("ServiceToken")
+    assert token["Fn::GetAtt"][0].startswith("TurnPoolManifestFunction") and token["Fn::GetAtt"][1] == "Arn"
+    assert manifest["Properties"] == {
+        "Prefix": "PipecatVoiceAgent-turn-",
+        "ChannelCount": str(default_app.stack.pool.channel_count),
+        "SecretArn": {"Ref": secret_id},
+    }
+    nested = resources(default_app, "AWS::CloudFormation::Stack")
+    assert set(manifest["DependsOn"]) >= set(nested)  # every channel exists before it is listed
+    # Only the manifest function writes the secret, and only with PutSecretValue.
+    writers = [
+        (owner, statement)
+        for owner, statement in policy_statements(default_app)
+        if any(action.startswith("secretsmanager:Put") or "Update" in action for action in as_list(statement["Action"]))
+    ]
+    assert [(owner, statement["Action"], statement["Resource"]) for owner, statement in writers] == [
+        (
+            *policies_of_role(default_app, manifest_role_id(default_app)),
+            "secretsmanager:PutSecretValue",
+            {"Ref": secret_id},
+        )
+    ]
+    readers = [
+        owner
+        for owner, statement in policy_statements(default_app)
+        if "secretsmanager:GetSecretValue" in as_list(statement["Action"])
+        and {"Ref": secret_id} in as_list(statement["Resource"])
+    ]
+    assert set(readers) == policies_of_role(default_app, function_role_id(default_app))
+    env = broker_function(default_app)["Properties"]["Environment"]["Variables"]
+    assert env["TURN_POOL_MANIFEST_SECRET_ARN"] == {"Ref": secret_id}
 
 
 def test_the_runtime_gets_no_pool_configuration(any_app: Synthesized) -> None:
@@ -472,10 +534,13 @@ def test_broker_lambda_is_arm64_python_with_its_environment(default_app: Synthes
 
 
 def secret_id(app: Synthesized) -> str:
-    return only(app, "AWS::SecretsManager::Secret")[0]
+    """The session signing key's logical id."""
+    secrets = resources(app, "AWS::SecretsManager::Secret")
+    (key,) = [key for key in secrets if key != manifest_secret_id(app)]
+    return key
 
 
-def test_broker_reads_only_its_session_signing_key(default_app: Synthesized) -> None:
+def test_broker_reads_only_its_session_signing_key_and_the_pool_manifest(default_app: Synthesized) -> None:
     default_app.template.has_resource_properties(
         "AWS::SecretsManager::Secret",
         {"GenerateSecretString": {"PasswordLength": 64, "ExcludePunctuation": True}},
@@ -486,12 +551,14 @@ def test_broker_reads_only_its_session_signing_key(default_app: Synthesized) -> 
         if any(action.startswith("secretsmanager:") for action in as_list(statement["Action"]))
     ]
     assert len(reads) == 1
-    assert as_list(reads[0]["Resource"]) == [{"Ref": secret_id(default_app)}]
+    assert sorted(map(json.dumps, as_list(reads[0]["Resource"]))) == sorted(
+        json.dumps({"Ref": key}) for key in (secret_id(default_app), manifest_secret_id(default_app))
+    )
     assert set(as_list(reads[0]["Action"])) == {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"}
 
 
 def test_broker_bundle_holds_the_broker_package_and_its_dependencies(default_app: Synthesized) -> None:
-    code = only(default_app, "AWS::Lambda::Function")[1]["Properties"]["Code"]
+    code = broker_function(default_app)["Properties"]["Code"]
     bundle = default_app.outdir / f"asset.{code['S3Key'].removesuffix('.zip')}"
     assert (bundle / "broker" / "__init__.py").is_file()
     assert (bundle / "aws_lambda_powertools").is_dir()
@@ -686,7 +753,7 @@ def test_cfn_lint_finds_nothing(default_app: Synthesized, external_idp_app: Synt
 def test_a_stack_for_200_sessions_per_second_synthesizes_clean(tmp_path_factory: pytest.TempPathFactory) -> None:
     big = synthesize(tmp_path_factory, peakSessionsPerSecond=200)  # cdk-nag runs here
     assert len(channels_of(big.pool_json)) == recommended_channel_count(200) > 200
-    lambda_env = only(big, "AWS::Lambda::Function")[1]["Properties"]["Environment"]["Variables"]
+    lambda_env = broker_function(big)["Properties"]["Environment"]["Variables"]
     assert len(json.dumps(lambda_env)) < 4096  # the pool's size is in no environment variable
     for template in big.template_files:
         assert [str(match) for match in lint_file(template, ManualArgs(regions=["us-east-1"]))] == []
