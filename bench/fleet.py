@@ -15,11 +15,13 @@ The model (each figure is a field of :class:`FleetModel`):
   :class:`~broker.scheduling.ChannelScheduler` (empty limiters, its own seeded random generator).
   An instance idle for 5 minutes is reclaimed. One instance serves one request at a time.
 - Endpoints (``--endpoints``): ``manifest``, what the deployed stack does, gives a new instance every
-  channel's HTTPS endpoint in the pool manifest that the stack writes at deploy time; reading it is
-  one S3 ``GetObject`` added to the cold start (``FleetModel.manifest_read``: 30 ms assumed, for a
-  first request on a fresh connection and a few hundred kilobytes at 1,489 channels). Only a channel
-  failure would drop an endpoint, and this model has none, so no ``GetSignalingChannelEndpoint``
-  call is made. ``lazy``, for pools named by ARNs or a prefix: an instance starts with no endpoint.
+  channel's HTTPS endpoint in the pool manifest that the stack writes at deploy time
+  (:mod:`broker.pool_manifest`); reading it is one ``GetSecretValue`` added to the cold start
+  (``FleetModel.manifest_read``: 30 ms assumed, an in-region call on a fresh connection for under
+  64 KB; the account allows 10,000 a second, so the report gives the peak reads per second). Only a
+  channel failure would drop an endpoint, and this model has none, so no
+  ``GetSignalingChannelEndpoint`` call is made. ``lazy``, for pools named by ARNs or a prefix: an
+  instance starts with no endpoint.
 - KVS: a call reaches KVS one one-way latency after it is sent (10 ms plus uniform 0-2 ms jitter,
   drawn per direction) and is answered one latency later. Each channel's ``GetIceServerConfig`` limit
   (5 per sliding second, admitted calls counted) and the account's ``GetSignalingChannelEndpoint``
@@ -83,7 +85,7 @@ class FleetModel:
     endpoints: EndpointMode = "manifest"
     """Where a new instance's channel endpoints come from: the pool manifest, or lookups as needed."""
     manifest_read: float = 0.030
-    """The S3 ``GetObject`` of the pool manifest, added to the cold start in ``manifest`` mode."""
+    """Reading the pool manifest (``GetSecretValue``), added to the cold start in ``manifest`` mode."""
     one_way_latency: float = 0.010
     latency_jitter: float = 0.002
     cold_start: tuple[float, float] = (0.25, 0.40)
@@ -202,6 +204,7 @@ class FleetSimulation:
         self.failures: Counter[str] = Counter()
         self.added: list[float] = []
         self.lookups_per_second: Counter[int] = Counter()
+        self.cold_starts_per_second: Counter[int] = Counter()
         self.peak_busy = 0
         self.peak_live = 0
         self.diverged_at: float | None = None
@@ -260,6 +263,7 @@ class FleetSimulation:
             self._begin(now, (self._idle.pop(), work))
             return
         self.counts["cold_starts"] += 1
+        self.cold_starts_per_second[int(now)] += 1
         self._live += 1
         self.peak_live = max(self.peak_live, self._live)
         if self._live > self._max_live:
@@ -381,6 +385,7 @@ class FleetSimulation:
         predicted = predicted_throttle_rate(calls_per_sec, s.channels, tps_per_channel=self.model.ice_tps_per_channel)
         simulated = c["ice_throttles"] / served if served else math.nan
         peak_lookups = max(self.lookups_per_second.values(), default=0)
+        reads_manifest = self.model.endpoints == "manifest"  # every cold start reads it once
         return {
             "sizing": s.sizing,
             "endpoints": self.model.endpoints,
@@ -410,6 +415,10 @@ class FleetSimulation:
             "peak_concurrent_instances": self.peak_busy,
             "peak_instances_alive": self.peak_live,
             "cold_starts": c["cold_starts"],
+            "manifest_reads": c["cold_starts"] if reads_manifest else 0,
+            "peak_manifest_reads_per_sec": max(self.cold_starts_per_second.values(), default=0)
+            if reads_manifest
+            else 0,
             "endpoint_lookups": c["endpoint_lookups"],
             "endpoint_throttles": c["endpoint_throttles"],
             "peak_endpoint_lookups_per_sec": peak_lookups,

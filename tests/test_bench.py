@@ -86,7 +86,8 @@ def test_bench_fleet_accounts_for_every_session_and_the_pool_size_matters() -> N
         # Every instance starts with the manifest's endpoints: KVS sees GetIceServerConfig only.
         assert scenario["endpoint_lookups"] == scenario["peak_endpoint_lookups_per_sec"] == 0
         assert scenario["kvs_calls"] == scenario["get_ice_server_config_calls"]
-        assert 0 < scenario["cold_starts"] == scenario["peak_instances_alive"]
+        assert 0 < scenario["cold_starts"] == scenario["peak_instances_alive"] == scenario["manifest_reads"]
+        assert 0 < scenario["peak_manifest_reads_per_sec"] <= scenario["manifest_reads"]
         latency = scenario["added_latency_ms"]
         assert 0 <= latency["p50"] <= latency["p99"] <= latency["max"]
         assert scenario["predicted_throttles_per_call"] > 0
@@ -111,6 +112,7 @@ def test_bench_fleet_lazy_endpoints_look_each_channel_up_once_per_instance() -> 
     assert report["endpoints"] == "lazy"
     for scenario in report["scenarios"]:
         assert scenario["endpoints"] == "lazy"
+        assert scenario["manifest_reads"] == scenario["peak_manifest_reads_per_sec"] == 0
         assert scenario["kvs_calls"] == scenario["get_ice_server_config_calls"] + scenario["endpoint_lookups"]
         # At 10/s the account's endpoint limit is far away, and each instance looks a channel up once.
         assert scenario["endpoint_throttles"] == 0
