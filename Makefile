@@ -102,6 +102,7 @@ bench: $(STAMPS)/venv ## Run the benchmarks (JSON on stdout)
 	$(PY) -m bench.api --json
 	$(PY) -m bench.local_calls --json
 	$(PY) -m bench.fleet --json
+	$(PY) -m bench.discovery --json
 
 .PHONY: clean
 clean: ## Remove generated files (venv, node_modules, cdk.out, caches)
