@@ -14,13 +14,36 @@
 The model behind the second number (:func:`predicted_throttle_rate`): a channel refuses a call when
 it already admitted ``L = tps_per_channel * window_seconds`` calls in the preceding window, and
 refused calls are not counted (as the emulator's ``RateLimiter`` does). Each admitted call holds
-one of ``L`` slots for exactly one window, so a channel is an ``L``-slot loss system and a random
-arrival is refused with the Erlang-B probability ``B(L, A)`` (Erlang-B depends on the hold time only
-through its mean). A refused call tries another channel, which adds load: with per-channel base
-load ``a = calls_per_sec * window_seconds / channels``, the offered load is ``A = a / (1 - B(L, A))``
-and the throttles per served call are ``B / (1 - B)``. Checked against a Monte-Carlo of random
-placement over the emulator's own limiter (``tests/test_sizing.py``): within 5 % where throttles
-are 0.3-10 % per call. Under saturation (throttles near one per call and more) the model runs
+one of ``L`` slots for one window, so a channel is an ``L``-slot loss system. Two things feed it:
+
+- **Sessions.** A session's calls (the browser's at ``/start``, the agent's with the offer 0.3-0.8 s
+  later) land on random channels, so with ``c`` calls per session and ``N`` channels a session puts
+  ``Binomial(c, 1/N)`` of them on one channel, *within one window*: a clump, not independent
+  arrivals. The second call of a clump finds its partner's slot taken, and clumps make a channel's
+  busy count more variable. At 10 sessions/s over 15 channels this alone is +24 % throttles
+  (Monte-Carlo below); it fades as ``1/N``, so large pools barely notice it.
+- **Failovers.** A refused call tries another channel: a stream of single calls at the rate of the
+  refusals, solved as a fixed point (the retry load ``r`` at which a channel refuses ``r``).
+
+A channel is then the batch-arrival loss system ``M^X/M/L/L`` with partial admission (a clump of
+``k`` that finds ``i`` slots busy has ``min(k, L - i)`` calls admitted), whose busy-slot
+distribution follows from its cut equations. For single calls (``calls_per_session=1``) it is
+exactly Erlang-B ``B(L, A)`` at the offered load ``A = a / (1 - B)``, ``a = calls_per_sec *
+window_seconds / channels`` (Erlang-B depends on the hold time only through its mean). For clumps
+the exponential hold is an approximation with two errors that cancel for this workload: it sends a
+clump's calls at one instant (they are 0.3-0.8 s apart: more throttles) but frees their slots
+independently (each holds one window: fewer). The throttles per served call are ``r / a``.
+
+Measured against a Monte-Carlo of sessions (two calls 0.3-0.8 s apart, random channel, immediate
+failover to an untried channel) over the emulator's own limiter (``tests/test_sizing.py``): within
+5 % from 10 to 150 channels where throttles are 0.5-5 % per call (10 channels at 20 calls/s: model
+0.0519, Monte-Carlo 0.0536-0.0543; 15: 0.0120 and 0.0117-0.0120; 149 at 200 calls/s: 0.0102 and
+0.0101), and up to 9 % above it at 4-5 channels. The fleet simulation (``bench.fleet``, the broker's
+own scheduling in every Lambda instance, 30,000 s) gives 0.0524, 0.0114 and 0.0103 at those three.
+What the model leaves out is small: a retry finds a busier channel than a first attempt does (1.4
+times as often refused at 15 channels), but retries are 1 % of attempts. A session whose calls are
+a window or more apart is ``calls_per_session=1``; calls sent at one instant are throttled about
+15 % more than predicted. Under saturation (throttles near one per call and more) the model runs
 ahead of a real pool, where a call runs out of untried channels and fails instead.
 
 The CDK app and this CLI share these functions::
@@ -132,6 +155,13 @@ def _load_per_channel(calls_per_sec: float, channels: int, window_seconds: float
     return calls_per_sec * window_seconds / channels
 
 
+def _check_calls_per_session(calls_per_session: int) -> None:
+    if isinstance(calls_per_session, bool) or not isinstance(calls_per_session, int):
+        raise SizingError(f"calls_per_session must be a whole number, got {calls_per_session!r}")
+    if calls_per_session < 1:
+        raise SizingError(f"calls_per_session must be >= 1, got {calls_per_session}")
+
+
 def erlang_b(slots: int, offered_load: float) -> float:
     """Return the Erlang-B blocking probability ``B(slots, offered_load)``.
 
@@ -149,42 +179,92 @@ def erlang_b(slots: int, offered_load: float) -> float:
     return blocking
 
 
-def _throttles_per_served_call(slots: int, offered_load: float) -> float:
-    # B / (1 - B) with B = B(L, A), written as A B(L-1, A) / L so that no 1 - B ever cancels.
-    return offered_load * erlang_b(slots - 1, offered_load) / slots
+def _session_clumps(base_load: float, channels: int, calls_per_session: int) -> list[float]:
+    """Return ``clumps[k]``: per window, the sessions that put ``k`` first attempts on one channel.
 
-
-def _offered_load(base_load: float, slots: int) -> float:
-    """Solve ``A = a (1 + B(L, A) / (1 - B(L, A)))``: the load once failovers are added.
-
-    The carried load ``A (1 - B(L, A))`` grows with ``A`` towards ``L``, so the fixed point is unique
-    when ``a < L`` and found by bisection; when ``a >= L`` there is none and ``inf`` is returned.
+    Each of a session's ``c`` calls picks a channel at random, so one channel gets
+    ``Binomial(c, 1/N)`` of them; ``sum(k * clumps[k])`` is ``base_load``. Index 0 is unused.
     """
-    if base_load <= 0:
-        return 0.0
+    sessions = base_load * channels / calls_per_session
+    share = 1 / channels
+    clumps = [0.0]
+    for k in range(1, calls_per_session + 1):
+        clumps.append(sessions * math.comb(calls_per_session, k) * share**k * (1 - share) ** (calls_per_session - k))
+    return clumps
+
+
+def _refused_load(clumps: Sequence[float], slots: int) -> float:
+    """Return the calls refused per window by an ``M^X/M/slots/slots`` system offered ``clumps``.
+
+    ``clumps[k]`` is the rate of arrivals of ``k`` calls at once (``k >= 1``); a clump that finds
+    ``i`` slots busy has ``min(k, slots - i)`` of its calls admitted. With holds of one window on
+    average, slots free one at a time, so the cut between ``j`` and ``j + 1`` busy slots balances
+    ``(j + 1) p[j + 1]`` against the clumps that jump over it, ``sum(p[i] * at_least[j + 1 - i])``.
+    """
+    largest = len(clumps) - 1
+    at_least = [0.0] * (largest + 2)  # at_least[m]: the rate of clumps of m calls or more
+    for k in range(largest, 0, -1):
+        at_least[k] = at_least[k + 1] + clumps[k]
+    busy = [1.0]
+    for j in range(slots):
+        upward = sum(busy[i] * at_least[j + 1 - i] for i in range(max(0, j + 1 - largest), j + 1))
+        busy.append(upward / (j + 1))
+        if busy[-1] > 1e200:  # unnormalised: rescale before a heavy load overflows
+            busy = [p / busy[-1] for p in busy]
+    total = sum(busy)
+    return sum(
+        busy[i] / total * sum(clumps[k] * (k - (slots - i)) for k in range(slots - i + 1, largest + 1))
+        for i in range(slots + 1)
+    )
+
+
+def _retry_load(base_load: float, clumps: list[float], slots: int) -> float:
+    """Solve for ``r``: the failovers per window a channel receives when it refuses ``r`` calls.
+
+    ``base_load`` is ``a``, the first attempts that ``clumps`` bring; retries arrive as single
+    calls. The carried load ``a + r - refused(r)`` grows with ``r`` towards ``slots``, so the fixed
+    point is unique when ``a < slots`` and lies where ``refused(r)`` stops exceeding ``r``; bisection
+    on that sign never subtracts nearly equal numbers, so tiny throttle rates keep their precision.
+    When ``a >= slots`` there is none and ``inf`` is returned.
+    """
     if base_load >= slots:
         return math.inf
 
-    def carried(load: float) -> float:
-        return load / (1 + _throttles_per_served_call(slots, load))
+    def refused(retries: float) -> float:
+        return _refused_load([clumps[0], clumps[1] + retries, *clumps[2:]], slots)
 
-    low = base_load
-    high = 2 * base_load
-    while carried(high) < base_load:
+    low = refused(0.0)
+    if low <= 0:
+        return 0.0
+    high = 2 * low
+    while refused(high) > high:
         low, high = high, 2 * high
     while high - low > _RELATIVE_TOLERANCE * high:
         middle = (low + high) / 2
-        if carried(middle) < base_load:
+        if refused(middle) > middle:
             low = middle
         else:
             high = middle
     return high
 
 
+def _failover_loads(
+    calls_per_sec: float, channels: int, calls_per_session: int, tps_per_channel: float, window_seconds: float
+) -> tuple[float, float]:
+    """Return ``(a, r)``: one channel's first attempts and failovers per window (``r`` may be inf)."""
+    slots = _window_slots(tps_per_channel, window_seconds)
+    base_load = _load_per_channel(calls_per_sec, channels, window_seconds)
+    _check_calls_per_session(calls_per_session)
+    if base_load == 0:
+        return 0.0, 0.0
+    return base_load, _retry_load(base_load, _session_clumps(base_load, channels, calls_per_session), slots)
+
+
 def throttle_probability(
     calls_per_sec: float,
     channels: int,
     *,
+    calls_per_session: int = DEFAULT_CALLS_PER_SESSION,
     tps_per_channel: float = DEFAULT_TPS_PER_CHANNEL,
     window_seconds: float = DEFAULT_WINDOW_SECONDS,
 ) -> float:
@@ -196,6 +276,8 @@ def throttle_probability(
     Args:
         calls_per_sec: Calls the whole fleet makes per second (>= 0).
         channels: Channels in the pool (>= 1).
+        calls_per_session: Calls one session makes within one window (>= 1); 1 for independent
+            calls.
         tps_per_channel: The per-channel limit (> 0); KVS allows 5.
         window_seconds: The limit's sliding window (> 0); ``tps_per_channel x window_seconds``
             calls fit in one window.
@@ -207,17 +289,17 @@ def throttle_probability(
     Raises:
         SizingError: An argument is out of range or not a number.
     """
-    slots = _window_slots(tps_per_channel, window_seconds)
-    load = _offered_load(_load_per_channel(calls_per_sec, channels, window_seconds), slots)
-    if math.isinf(load):
+    first, retries = _failover_loads(calls_per_sec, channels, calls_per_session, tps_per_channel, window_seconds)
+    if math.isinf(retries):
         return 1.0
-    return erlang_b(slots, load)
+    return retries / (first + retries) if retries else 0.0
 
 
 def predicted_throttle_rate(
     calls_per_sec: float,
     channels: int,
     *,
+    calls_per_session: int = DEFAULT_CALLS_PER_SESSION,
     tps_per_channel: float = DEFAULT_TPS_PER_CHANNEL,
     window_seconds: float = DEFAULT_WINDOW_SECONDS,
 ) -> float:
@@ -226,11 +308,14 @@ def predicted_throttle_rate(
     Each throttle costs the caller one more round trip, to another channel, so this is also the
     expected extra round trips per call. It is the figure a load test or a CloudWatch alarm on
     throttles / served calls compares against. Callers are uncoordinated: every call lands on a
-    random channel, and a refused call retries on another one (see the module's docstring).
+    random channel, a session's calls within one window, and a refused call retries on another
+    one (see the module's docstring).
 
     Args:
         calls_per_sec: Calls the whole fleet makes per second (>= 0).
         channels: Channels in the pool (>= 1).
+        calls_per_session: Calls one session makes within one window (>= 1): 2 for the broker's
+            ``/start`` and offer; 1 for independent calls (a Poisson load).
         tps_per_channel: The per-channel limit (> 0); KVS allows 5.
         window_seconds: The limit's sliding window (> 0).
 
@@ -241,11 +326,8 @@ def predicted_throttle_rate(
     Raises:
         SizingError: An argument is out of range or not a number.
     """
-    slots = _window_slots(tps_per_channel, window_seconds)
-    load = _offered_load(_load_per_channel(calls_per_sec, channels, window_seconds), slots)
-    if math.isinf(load):
-        return math.inf
-    return _throttles_per_served_call(slots, load)
+    first, retries = _failover_loads(calls_per_sec, channels, calls_per_session, tps_per_channel, window_seconds)
+    return retries / first if first else 0.0
 
 
 def _check_throttle_target(max_throttle_rate: float) -> None:
@@ -290,7 +372,10 @@ def recommended_channel_count(
     calls_per_sec = peak_sessions_per_sec * calls_per_session
 
     def meets_target(channels: int) -> bool:
-        return predicted_throttle_rate(calls_per_sec, channels, tps_per_channel=tps_per_channel) <= max_throttle_rate
+        predicted = predicted_throttle_rate(
+            calls_per_sec, channels, calls_per_session=calls_per_session, tps_per_channel=tps_per_channel
+        )
+        return predicted <= max_throttle_rate
 
     if meets_target(minimum):
         return minimum
@@ -392,7 +477,13 @@ def size_pool(
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise SizingError(f"{name} must be a finite number >= 0, got {value}")
     calls_per_sec = peak_sessions_per_sec * calls_per_session
-    at_minimum = predicted_throttle_rate(calls_per_sec, minimum, tps_per_channel=tps_per_channel)
+
+    def predicted(channels: int) -> float:
+        return predicted_throttle_rate(
+            calls_per_sec, channels, calls_per_session=calls_per_session, tps_per_channel=tps_per_channel
+        )
+
+    at_minimum = predicted(minimum)
     quota = channel_quota(region)
     channel_cost = recommended * CHANNEL_MONTH_USD
     turn_minutes: float | None = None
@@ -416,7 +507,7 @@ def size_pool(
         calls_per_sec_at_peak=calls_per_sec,
         minimum_capacity_calls_per_sec=minimum * tps_per_channel,
         max_throttle_rate=max_throttle_rate,
-        predicted_throttle_rate=predicted_throttle_rate(calls_per_sec, recommended, tps_per_channel=tps_per_channel),
+        predicted_throttle_rate=predicted(recommended),
         predicted_throttle_rate_at_minimum=None if math.isinf(at_minimum) else at_minimum,
         region=region,
         channel_quota=quota,
@@ -506,7 +597,9 @@ def plot_throttle_curve(report: SizingReport, path: str | Path) -> None:
     last = max(2 * r.recommended_channels, r.recommended_channels + 6)
     step = max(1, (last - first) // 300)
     sizes = list(range(first, last + 1, step))
-    rates = [predicted_throttle_rate(calls, n, tps_per_channel=tps) for n in sizes]
+    rates = [
+        predicted_throttle_rate(calls, n, calls_per_session=r.calls_per_session, tps_per_channel=tps) for n in sizes
+    ]
     label_box = {"facecolor": "white", "alpha": 0.85, "edgecolor": "none"}
 
     figure, axes = pyplot.subplots(figsize=(8, 4.8), dpi=120)
@@ -598,7 +691,8 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_CALLS_PER_SESSION,
         metavar="N",
-        help="GetIceServerConfig calls per session (default %(default)s: browser + agent)",
+        help="GetIceServerConfig calls per session, within one second of each other (default %(default)s:"
+        " browser + agent); a session's calls that land on one channel count as a clump",
     )
     parser.add_argument(
         "--tps-per-channel",
