@@ -31,8 +31,8 @@ class SlidingWindowLimiter:
         self.window = window
         # Completion times, oldest first; None while there are none, as a broker holds one limiter per
         # channel of a pool of hundreds (and the fleet simulation holds thousands of brokers). A list,
-        # not a deque: it never holds more than ``limit`` times, and an empty deque alone costs 760
-        # bytes, which a fleet of brokers that each touched hundreds of channels felt (0.7 GB).
+        # not a deque: it never holds more than ``limit`` times, and a deque costs 760 bytes, which
+        # took a 1,000 sessions/s fleet simulation's worker from 0.45 GB to 1.0 GB at its peak.
         self._completed: list[float] | None = None
         self._in_flight = 0
 
