@@ -134,8 +134,8 @@ FLEET_START_DELAY_SECONDS = 8.0
 FLEET_MAX_THROTTLES_PER_CALL = 0.06
 """What one run may show when the pool holds its 1 % target.
 
-The run serves about 160 calls, so only one or two throttles are expected (the model gives 0.76 % for
-these independent calls over the 16 recommended channels), and they come in clusters. In a
+The run serves about 160 calls, so about one throttle is expected (the model gives 0.60 % for these
+independent calls over the 17 recommended channels), and throttles come in clusters. In a
 Monte-Carlo of this load over the emulator's limiter (8 s windows, at 0.97 %, the previous 15-channel
 pool), a correct pool showed 4 or more throttles (0.025 per call: a 0.02 bound would fail one run in
 eight by chance) in 12 % of runs, and 10 or more (over 0.06 per call) in 0.08 %. The minimum pool

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from broker.exceptions import SizingError
 from broker.sizing import (
+    MODEL_MARGIN,
     channel_count,
     erlang_b,
     main,
@@ -248,13 +249,14 @@ def test_recommended_count_is_the_smallest_that_meets_the_target() -> None:
     for peak in (1, 3.3, 10, 12, 100, 200, 1000):
         recommended = recommended_channel_count(peak)
         assert recommended >= channel_count(peak)
-        assert predicted_throttle_rate(2 * peak, recommended) <= 0.01
+        # The prediction is kept MODEL_MARGIN under the target: the model's measured error fits below.
+        assert predicted_throttle_rate(2 * peak, recommended) <= 0.01 * MODEL_MARGIN
         if recommended > channel_count(peak):
-            assert predicted_throttle_rate(2 * peak, recommended - 1) > 0.01
-    assert recommended_channel_count(10) == 16
+            assert predicted_throttle_rate(2 * peak, recommended - 1) > 0.01 * MODEL_MARGIN
+    assert recommended_channel_count(10) == 17
     assert recommended_channel_count(10, max_throttle_rate=0.05) == 11
     # The clumps cost a small pool a channel more and a large one barely any.
-    assert [recommended_channel_count(peak) for peak in (100, 200, 1000)] == [150, 299, 1490]
+    assert [recommended_channel_count(peak) for peak in (100, 200, 1000)] == [154, 307, 1531]
 
 
 def test_recommended_count_never_drops_below_the_minimum() -> None:
@@ -266,7 +268,8 @@ def test_recommended_count_is_fast_at_fleet_scale() -> None:
     started = time.perf_counter()
     recommended = recommended_channel_count(10_000)
     assert time.perf_counter() - started < 0.5
-    assert predicted_throttle_rate(20_000.0, recommended) <= 0.01 < predicted_throttle_rate(20_000.0, recommended - 1)
+    target = 0.01 * MODEL_MARGIN
+    assert predicted_throttle_rate(20_000.0, recommended) <= target < predicted_throttle_rate(20_000.0, recommended - 1)
 
 
 @pytest.mark.parametrize("target", [0, 1, -0.1, 1.5, float("nan"), True])
@@ -277,11 +280,11 @@ def test_recommended_count_rejects_targets_outside_zero_to_one(target: float) ->
 
 def test_costs_and_quota_warning() -> None:
     report = size_pool(12, monthly_sessions=100_000, avg_minutes=5)
-    assert (report.minimum_channels, report.recommended_channels) == (6, 19)
-    assert report.channel_cost_usd_per_month == pytest.approx(19 * 0.03)  # the recommended pool
+    assert (report.minimum_channels, report.recommended_channels) == (6, 20)
+    assert report.channel_cost_usd_per_month == pytest.approx(20 * 0.03)  # the recommended pool
     # 100k sessions x 5 min x 2 relayed peers = 1M TURN minutes at $0.12 per 1000
     assert report.turn_cost_usd_per_month == pytest.approx(120.0)
-    assert report.total_cost_usd_per_month == pytest.approx(120.57)
+    assert report.total_cost_usd_per_month == pytest.approx(120.60)
     big = size_pool(30_000, region="eu-west-1")
     assert big.channel_quota == 5_000
     assert any("quota" in warning for warning in big.warnings)
@@ -290,9 +293,9 @@ def test_costs_and_quota_warning() -> None:
 
 def test_report_predicts_throttles_at_both_counts() -> None:
     report = size_pool(10)
-    assert (report.minimum_channels, report.recommended_channels) == (5, 16)
+    assert (report.minimum_channels, report.recommended_channels) == (5, 17)
     assert report.max_throttle_rate == 0.01
-    assert report.predicted_throttle_rate == pytest.approx(predicted_throttle_rate(20.0, 16))
+    assert report.predicted_throttle_rate == pytest.approx(predicted_throttle_rate(20.0, 17))
     assert report.predicted_throttle_rate <= 0.01
     assert report.predicted_throttle_rate_at_minimum == pytest.approx(predicted_throttle_rate(20.0, 5))
     # No headroom and an exact fit: the minimum is saturated, which the report says with None.
@@ -305,14 +308,14 @@ def test_report_predicts_throttles_at_both_counts() -> None:
 def test_cli_explains_minimum_recommended_and_cost(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--peak-sessions-per-sec", "12", "--monthly-sessions", "1000", "--avg-minutes", "3"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("channels: 19 recommended (minimum 6)\n")
+    assert out.startswith("channels: 20 recommended (minimum 6)\n")
     assert "minimum 6: the pool's capacity just covers the peak if one scheduler placed every call perfectly" in out
     assert "ceil(12 sessions/s x 2 calls/session x (1 + 0.25 headroom) / 5 TPS per channel) = 6" in out
     assert (
-        "recommended 19: callers that do not coordinate (the broker's Lambda instances) are throttled on ~0.95%" in out
+        "recommended 20: callers that do not coordinate (the broker's Lambda instances) are throttled on ~0.78%" in out
     )
     assert "(target 1%)" in out
-    assert "channels: 19 x $0.03 = $0.57" in out
+    assert "channels: 20 x $0.03 = $0.60" in out
     assert "TURN: 6,000 relayed minutes" in out
     assert "Poisson burst" not in out
 
