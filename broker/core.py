@@ -35,8 +35,9 @@ class IceBroker:
     """Hands out ICE servers with TURN credentials minted by a pool of KVS signaling channels.
 
     Each channel gets at most ``calls_per_window`` calls in any sliding window (see
-    :mod:`broker.limiter`). A call goes to the channel that can serve soonest, scanning from a random
-    offset so that many broker instances spread over the pool. A throttled channel rests and the call
+    :mod:`broker.limiter`). A call goes to a channel that can serve now, chosen uniformly among them
+    (else to the one that can serve soonest), so that many broker instances spread evenly over the
+    pool. A throttled channel rests and the call
     fails over; when nothing can serve within ``max_wait_seconds``, :class:`PoolExhaustedError`
     carries a retry-after. Those decisions are :mod:`broker.scheduling`'s; this class drives them
     with a lock, the clock, ``sleep`` and KVS. Thread-safe: one instance serves a whole process.
