@@ -155,7 +155,7 @@ def test_bundle_hash_follows_sources_and_pinned_requirements(broker_copy: Path) 
     requirements.write_text(requirements.read_text() + "extra-package==1.0\n")
     after_requirements = asset_hash(broker_copy)
     assert after_requirements != before
-    (broker_copy / "sizing.py").write_text((broker_copy / "sizing.py").read_text() + "\n# changed\n")
+    (broker_copy / "limiter.py").write_text((broker_copy / "limiter.py").read_text() + "\n# changed\n")
     assert asset_hash(broker_copy) not in {before, after_requirements}
 
 
