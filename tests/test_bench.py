@@ -126,3 +126,21 @@ def test_bench_fleet_rejects_bad_arguments(argument: str) -> None:
         [sys.executable, "-m", "bench.fleet", argument], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert run.returncode == 2 and "error:" in run.stderr
+
+
+def test_bench_discovery_times_both_ways_of_finding_the_pool() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.discovery", "--json", "--sizes=3,40", "--samples=2", "--latency-ms=5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert [pool["channels"] for pool in report["pools"]] == [3, 40]
+    for pool in report["pools"]:
+        assert pool["list_ms"]["p50"] >= report["latency_ms"]  # a real round trip to the emulator
+        assert pool["manifest_bytes"] > 0 and pool["manifest_parse_ms"]["p50"] >= 0
+    small, big = report["pools"]
+    assert big["manifest_bytes"] > small["manifest_bytes"]  # every channel is in the manifest

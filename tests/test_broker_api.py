@@ -15,7 +15,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from broker.api.agents import HttpAgentInvoker
 from broker.api.config import build_service
-from broker.api.errors import RetryLaterError
+from broker.api.errors import BadGatewayError, RetryLaterError
 from broker.api.models import MAX_CANDIDATES, OfferRequest, StartRequest
 from broker.api.service import BrokerService
 from broker.config import BrokerConfig
@@ -347,3 +347,26 @@ def test_no_agent_credentials_means_503_and_the_agent_is_not_invoked(emulator: K
     assert agent_ice[MetricName.POOL_EXHAUSTED] == 1
     # The calls the refused request made still count: every KVS call and throttle is in the metrics.
     assert (agent_ice[MetricName.KVS_CALLS], agent_ice[MetricName.KVS_THROTTLES]) == (2, 2)
+
+
+class RefusingAgent:
+    """An agent that refuses the ICE servers it was sent, as the real one does with a bad field."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def invoke(self, session_id: str, payload: Any, *, timeout: float) -> Iterator[dict[str, Any]]:
+        yield {"type": "error", "data": {"code": self.code, "message": "iceServers[0].urls[0] is not a URI"}}
+
+
+@pytest.mark.parametrize("code", ["invalid_ice_servers", "ice_servers_missing"])
+def test_an_agent_refusing_the_brokers_ice_servers_is_a_logged_502(
+    emulator: KvsEmulator, code: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    service, _ = peer_service(emulator)
+    service.agent = RefusingAgent(code)
+    session = service.start("alice", StartRequest()).sessionId
+    sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+    with pytest.raises(BadGatewayError):  # the broker's fault, not the browser's: never a 4xx
+        service.offer("alice", session, OfferRequest(sdp=sdp, type="offer"))
+    assert f"the agent refused the ICE servers the broker sent ({code})" in caplog.text

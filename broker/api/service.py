@@ -86,7 +86,9 @@ class ApiSettings:
     max_body_bytes: int = 128 * 1024
 
 
-# Agent error codes (see agent/payloads.py) and the HTTP errors they become.
+# Agent error codes (see agent/payloads.py) and the HTTP errors they become. The ICE server codes
+# are the broker's own fault (it sent the servers), so they stay 502s and are logged here.
+_BROKER_FAULTS = frozenset({"invalid_ice_servers", "ice_servers_missing"})
 _AGENT_CLIENT_ERRORS = frozenset(
     {"invalid_payload", "invalid_sdp", "invalid_candidate", "missing_data", "invalid_json", "payload_too_large"}
 )
@@ -97,6 +99,8 @@ def _agent_error(data: object) -> ApiError:
     fields: dict[str, Any] = data if isinstance(data, dict) else {}
     code = str(fields.get("code", "agent_error"))
     message = str(fields.get("message", "the agent refused the request"))[:300]
+    if code in _BROKER_FAULTS:
+        logger.error("the agent refused the ICE servers the broker sent (%s)", code)
     if code in _AGENT_CLIENT_ERRORS:
         return BadRequestError(f"the agent refused the request: {message}", code=code)
     if code == "unknown_pc_id":
