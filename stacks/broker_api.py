@@ -7,22 +7,21 @@ from dataclasses import dataclass
 from typing import cast
 
 import jsii
-from aws_cdk import CfnElement, CfnResource, Duration, RemovalPolicy, Stack
+from aws_cdk import CfnElement, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
 from aws_cdk import aws_apigatewayv2_integrations as integrations
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from broker.telemetry import METRICS_NAMESPACE, SERVICE_NAME
 from stacks.agent_runtime import AgentRuntime
-from stacks.checks import acknowledge, acknowledge_wildcard, redundant_depends_on
-from stacks.lambda_bundle import LAMBDA_PYTHON_VERSION, LAMBDA_RUNTIME, broker_code
+from stacks.checks import acknowledge, acknowledge_wildcard
+from stacks.lambda_bundle import broker_function
 from stacks.turn_pool import TurnChannelPool
 
 HANDLER = "broker.lambda_handler.handler"
@@ -134,14 +133,11 @@ class BrokerApi(Construct):
             "rotating the session signing key would invalidate every live session id (sessions last up to "
             "8 hours); the key never leaves the broker and only binds ids, it protects no stored data",
         )
-        self.function = lambda_.Function(
+        self.function = broker_function(
             self,
             "Function",
             description="TURN credential broker and SDP relay for the Pipecat voice agent",
-            runtime=LAMBDA_RUNTIME,
-            architecture=lambda_.Architecture.ARM_64,
             handler=HANDLER,
-            code=broker_code(),
             memory_size=settings.memory_size,
             timeout=Duration.seconds(settings.timeout_seconds),
             role=self.role,
@@ -156,9 +152,7 @@ class BrokerApi(Construct):
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
             },
         )
-        self.log_group.grant_write(self.role)
         self.session_key.grant_read(self.role)
-        redundant_depends_on([cast(CfnResource, self.function.node.default_child)])
         pool.grant_ice_credentials(self.role)
         agent.runtime.grant_invoke_runtime(self.role)
         runtime_id = Stack.of(self).get_logical_id(cast(CfnElement, agent.runtime.node.default_child))
@@ -167,12 +161,6 @@ class BrokerApi(Construct):
             f"Resource::<{runtime_id}.AgentRuntimeArn>/*",
             "the endpoints (qualifiers such as DEFAULT) of this one agent runtime: InvokeAgentRuntime "
             "is authorized against the runtime and the endpoint it names",
-        )
-        acknowledge(
-            self.function,
-            "L1",
-            f"pinned to Python {LAMBDA_PYTHON_VERSION}: the bundle's wheels are resolved for that "
-            "interpreter and it is the version the broker is tested on",
         )
 
         self.user_pool: cognito.UserPool | None = None

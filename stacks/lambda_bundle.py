@@ -35,13 +35,17 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsii
-from aws_cdk import AssetHashType, BundlingOptions, DockerImage, ILocalBundling
+from aws_cdk import AssetHashType, BundlingOptions, CfnResource, DockerImage, Duration, ILocalBundling
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
 
 from broker.services import AWS_SERVICES
+from stacks.checks import acknowledge, redundant_depends_on
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BROKER_DIRECTORY = REPO_ROOT / "broker"
@@ -221,3 +225,45 @@ def broker_code(broker_directory: Path = BROKER_DIRECTORY) -> lambda_.Code:
             local=BrokerLocalBundling(broker_directory),
         ),
     )
+
+
+def broker_function(
+    scope: Construct,
+    construct_id: str,
+    *,
+    handler: str,
+    description: str,
+    role: iam.IRole,
+    log_group: logs.ILogGroup,
+    memory_size: int,
+    timeout: Duration,
+    environment: dict[str, str] | None = None,
+) -> lambda_.Function:
+    """A Lambda function running the broker's code: ARM64, the pinned Python, the bundled asset.
+
+    The role may write to the log group; the function's checks are answered here, once for every
+    function that runs this bundle.
+    """
+    function = lambda_.Function(
+        scope,
+        construct_id,
+        description=description,
+        runtime=LAMBDA_RUNTIME,
+        architecture=lambda_.Architecture.ARM_64,
+        handler=handler,
+        code=broker_code(),
+        memory_size=memory_size,
+        timeout=timeout,
+        role=role,
+        log_group=log_group,
+        environment=environment,
+    )
+    log_group.grant_write(role)
+    redundant_depends_on([cast(CfnResource, function.node.default_child)])
+    acknowledge(
+        function,
+        "L1",
+        f"pinned to Python {LAMBDA_PYTHON_VERSION}: the bundle's wheels are resolved for that interpreter "
+        "and it is the version the broker is tested on",
+    )
+    return function

@@ -14,9 +14,8 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import cast
 
-from aws_cdk import ArnFormat, CfnResource, CustomResource, Duration, NestedStack, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, CustomResource, Duration, NestedStack, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesisvideo as kinesisvideo
 from aws_cdk import aws_lambda as lambda_
@@ -25,8 +24,8 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from broker.sizing import DEFAULT_MAX_THROTTLE_RATE, recommended_channel_count
-from stacks.checks import acknowledge, acknowledge_wildcard, nag_arn, redundant_depends_on
-from stacks.lambda_bundle import LAMBDA_PYTHON_VERSION, LAMBDA_RUNTIME, broker_code
+from stacks.checks import acknowledge, acknowledge_wildcard, nag_arn
+from stacks.lambda_bundle import broker_function
 
 ICE_CREDENTIAL_ACTIONS = (
     "kinesisvideo:GetSignalingChannelEndpoint",
@@ -166,29 +165,19 @@ class TurnChannelPool(Construct):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description="TURN pool manifest: list the pool, look up its endpoints, write the manifest secret",
         )
-        function = lambda_.Function(
+        function = broker_function(
             self,
             "ManifestFunction",
             description="Writes the TURN pool manifest (channel ARNs and endpoints) at deploy time",
-            runtime=LAMBDA_RUNTIME,
-            architecture=lambda_.Architecture.ARM_64,
             handler=MANIFEST_HANDLER,
-            code=broker_code(),
             memory_size=512,
             timeout=Duration.minutes(5),
             role=role,
             log_group=log_group,
         )
-        log_group.grant_write(role)
         self._grant_pool(role)
         role.add_to_policy(
             iam.PolicyStatement(actions=["secretsmanager:PutSecretValue"], resources=[self.manifest_secret.secret_arn])
-        )
-        redundant_depends_on([cast(CfnResource, function.node.default_child)])
-        acknowledge(
-            function,
-            "L1",
-            f"pinned to Python {LAMBDA_PYTHON_VERSION}, like the broker whose code it runs",
         )
         return function
 
