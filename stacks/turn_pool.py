@@ -27,10 +27,8 @@ from broker.sizing import DEFAULT_MAX_THROTTLE_RATE, recommended_channel_count
 from stacks.checks import acknowledge, acknowledge_wildcard, nag_arn
 from stacks.lambda_bundle import broker_function
 
-ICE_CREDENTIAL_ACTIONS = (
-    "kinesisvideo:GetSignalingChannelEndpoint",
-    "kinesisvideo:GetIceServerConfig",
-)
+ENDPOINT_ACTION = "kinesisvideo:GetSignalingChannelEndpoint"
+ICE_CREDENTIAL_ACTIONS = (ENDPOINT_ACTION, "kinesisvideo:GetIceServerConfig")
 """What a caller needs to mint TURN credentials from a channel (and nothing else)."""
 DISCOVERY_ACTION = "kinesisvideo:ListSignalingChannels"
 """How the pool is found by name. It has no resource type: it is granted on ``*``."""
@@ -175,10 +173,7 @@ class TurnChannelPool(Construct):
             role=role,
             log_group=log_group,
         )
-        self._grant_pool(role)
-        role.add_to_policy(
-            iam.PolicyStatement(actions=["secretsmanager:PutSecretValue"], resources=[self.manifest_secret.secret_arn])
-        )
+        self._grant_manifest_writer(role)
         return function
 
     def _manifest(self) -> CustomResource:
@@ -210,27 +205,32 @@ class TurnChannelPool(Construct):
     def grant_ice_credentials(self, grantee: iam.IRole) -> None:
         """Let ``grantee`` read the pool and mint TURN credentials from its channels, and nothing more.
 
-        Grants reading the manifest secret, ``GetSignalingChannelEndpoint`` and ``GetIceServerConfig``
-        on channels named with the pool's prefix (an endpoint is looked up again after a channel
-        fails), and ``ListSignalingChannels`` (which has no resource type) on ``*``.
+        Grants reading the manifest secret, and ``GetSignalingChannelEndpoint`` (an endpoint is looked
+        up again after its channel fails) and ``GetIceServerConfig`` on channels named with the pool's
+        prefix. The manifest names the pool, so the grantee never lists it.
         """
         self.manifest_secret.grant_read(grantee)
-        self._grant_pool(grantee)
+        self._grant_on_channels(grantee, ICE_CREDENTIAL_ACTIONS)
 
-    def _grant_pool(self, grantee: iam.IRole) -> None:
-        iam.Grant.add_to_principal(
-            grantee=grantee, actions=list(ICE_CREDENTIAL_ACTIONS), resource_arns=[self.channel_arn_pattern]
+    def _grant_manifest_writer(self, role: iam.IRole) -> None:
+        """List the pool, look up its channels' endpoints, and write the manifest secret: no more."""
+        self._grant_on_channels(role, (ENDPOINT_ACTION,))
+        iam.Grant.add_to_principal(grantee=role, actions=[DISCOVERY_ACTION], resource_arns=["*"])
+        acknowledge_wildcard(
+            role,
+            "Resource::*",
+            "kinesisvideo:ListSignalingChannels has no resource type; the pool's channels are listed by "
+            "their name prefix, once per deploy",
         )
-        iam.Grant.add_to_principal(grantee=grantee, actions=[DISCOVERY_ACTION], resource_arns=["*"])
+        role.add_to_principal_policy(
+            iam.PolicyStatement(actions=["secretsmanager:PutSecretValue"], resources=[self.manifest_secret.secret_arn])
+        )
+
+    def _grant_on_channels(self, grantee: iam.IRole, actions: tuple[str, ...]) -> None:
+        iam.Grant.add_to_principal(grantee=grantee, actions=list(actions), resource_arns=[self.channel_arn_pattern])
         acknowledge_wildcard(
             grantee,
             f"Resource::{nag_arn(self, 'kinesisvideo', f'channel/{self.name_prefix}*/*')}",
             f"the TURN pool's channels: every channel named {self.name_prefix}NNN (the name prefix is the "
             "stack's own), whatever their creation time; listing hundreds of ARNs would not fit in a policy",
-        )
-        acknowledge_wildcard(
-            grantee,
-            "Resource::*",
-            "kinesisvideo:ListSignalingChannels has no resource type; the pool's channels are listed by "
-            "their name prefix",
         )

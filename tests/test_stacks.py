@@ -34,6 +34,7 @@ from stacks.turn_pool import (
     CHANNELS_PER_STACK,
     CREATION_BATCH,
     DISCOVERY_ACTION,
+    ENDPOINT_ACTION,
     ICE_CREDENTIAL_ACTIONS,
     TurnChannelPool,
 )
@@ -276,21 +277,29 @@ def manifest_role_id(synth: Synthesized) -> str:
     return role_id
 
 
-def test_only_the_broker_and_the_manifest_use_the_pool_and_only_its_channels(any_app: Synthesized) -> None:
+def test_only_the_broker_mints_and_only_the_manifest_lists_the_pools_channels(any_app: Synthesized) -> None:
     granted = [
         (owner, statement)
         for owner, statement in policy_statements(any_app)
         if any(action.startswith("kinesisvideo:") for action in as_list(statement["Action"]))
     ]
-    users = policies_of_role(any_app, function_role_id(any_app)) | policies_of_role(any_app, manifest_role_id(any_app))
+    broker = policies_of_role(any_app, function_role_id(any_app))
+    manifest = policies_of_role(any_app, manifest_role_id(any_app))
     # The agent gets its TURN credentials with each offer: its role has no KVS permission at all.
-    assert {owner for owner, _ in granted} == users and len(users) == 2
-    for owner in users:
-        by_action = {tuple(sorted(as_list(st["Action"]))): st for who, st in granted if who == owner}
-        assert set(by_action) == {tuple(sorted(ICE_CREDENTIAL_ACTIONS)), (DISCOVERY_ACTION,)}
-        minting = by_action[tuple(sorted(ICE_CREDENTIAL_ACTIONS))]
-        assert "channel/PipecatVoiceAgent-turn-*/*" in json.dumps(minting["Resource"]) and minting["Effect"] == "Allow"
-        assert by_action[(DISCOVERY_ACTION,)]["Resource"] == "*"  # ListSignalingChannels has no resource type
+    assert {owner for owner, _ in granted} == broker | manifest and len(broker | manifest) == 2
+
+    def actions_of(owners: set[str]) -> dict[tuple[str, ...], dict[str, Any]]:
+        return {tuple(sorted(as_list(st["Action"]))): st for who, st in granted if who in owners}
+
+    pool_arns = "channel/PipecatVoiceAgent-turn-*/*"
+    # The broker mints credentials (and looks an endpoint up again after a failure); it never lists.
+    (minting,) = actions_of(broker).items()
+    assert minting[0] == tuple(sorted(ICE_CREDENTIAL_ACTIONS)) and pool_arns in json.dumps(minting[1]["Resource"])
+    # The manifest's function lists the pool and looks its endpoints up; it mints nothing.
+    writer = actions_of(manifest)
+    assert set(writer) == {(ENDPOINT_ACTION,), (DISCOVERY_ACTION,)}
+    assert pool_arns in json.dumps(writer[(ENDPOINT_ACTION,)]["Resource"])
+    assert writer[(DISCOVERY_ACTION,)]["Resource"] == "*"  # ListSignalingChannels has no resource type
 
 
 def manifest_secret_id(synth: Synthesized) -> str:
