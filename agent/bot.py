@@ -1,7 +1,9 @@
 """Running one call: a pipeline between a transport's input and output, until the peer leaves.
 
 ``run_bot`` knows nothing of WebRTC or AgentCore: it takes any Pipecat transport and the
-:class:`BotPipeline` a pipeline builder made (see :mod:`agent.pipelines`).
+:class:`BotPipeline` a pipeline builder made (see :mod:`agent.pipelines`). Every call measures its
+turns (see :mod:`agent.turn_metrics`): the figures go to the log, to CloudWatch as EMF on stdout, and
+to the client as an RTVI ``server-message``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.workers.runner import WorkerRunner
+
+from agent.config import MetricsOutput
+from agent.telemetry import TransportName
+from agent.turn_metrics import TurnMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +51,14 @@ class BotPipeline:
     audio_out_sample_rate: int = 24000
 
 
-async def run_bot(transport: BaseTransport, bot: BotPipeline, *, connect_timeout: float) -> EndReason:
+async def run_bot(
+    transport: BaseTransport,
+    bot: BotPipeline,
+    *,
+    connect_timeout: float,
+    transport_name: TransportName = "webrtc",
+    metrics_output: MetricsOutput = "emf",
+) -> EndReason:
     """Run one call to its end.
 
     The call ends when the peer disconnects, when it never connects within ``connect_timeout``
@@ -55,17 +68,30 @@ async def run_bot(transport: BaseTransport, bot: BotPipeline, *, connect_timeout
         transport: The call's transport, already bound to its peer.
         bot: The pipeline to run between the transport's input and output.
         connect_timeout: Seconds to wait for the peer to connect.
+        transport_name: The transport's name in the call's metrics (``webrtc``, ``websocket``).
+        metrics_output: ``emf`` to publish the call's latency metrics on stdout as well as logging
+            them, ``log`` to log them only (``AGENT_METRICS``).
 
     Returns:
         Why the call ended.
     """
     pipeline = Pipeline([transport.input(), *bot.processors, transport.output(), *bot.after_output])
+
+    async def tell_client(figures: dict[str, Any]) -> None:
+        # The page shows the same figures CloudWatch gets; RTVI's own `metrics` messages carry
+        # only the services' TTFB and processing times.
+        await worker.rtvi.send_server_message(figures)
+
+    metrics = TurnMetrics(pipeline=bot.name, transport=transport_name, output=metrics_output, on_turn=tell_client)
     worker = PipelineWorker(
         pipeline,
         params=PipelineParams(
             audio_in_sample_rate=bot.audio_in_sample_rate,
             audio_out_sample_rate=bot.audio_out_sample_rate,
+            # Services report TTFB and processing times only with metrics on.
+            enable_metrics=True,
         ),
+        observers=metrics.observers,
     )
     connected = asyncio.Event()
     reason: list[EndReason] = []

@@ -31,6 +31,10 @@ Variable                            Meaning (default)
 ``AGENT_CONNECT_TIMEOUT_SECONDS``   A call whose peer never connects ends after this (60)
 ``AGENT_CREDENTIAL_REFRESH_SECONDS`` Bridged AWS credentials are renewed this long before expiry (300)
 ``AGENT_LOG_LEVEL``                 ``INFO`` (Pipecat's own logs never go below INFO: they hold SDP)
+``AGENT_METRICS``                   Where each turn's latency figures go besides the log: ``emf``
+                                    (default: CloudWatch Embedded Metric Format lines on stdout, which
+                                    AgentCore ships to CloudWatch) or ``log`` (the log line only, for
+                                    local mode)
 ==================================  =================================================================
 
 With ``AGENT_ICE_SERVERS=broker`` the broker's own variables (``TURN_CHANNEL_ARNS``,
@@ -53,11 +57,13 @@ PipelineName = Literal["nova-sonic", "cascade", "local"]
 IceServerSource = Literal["broker", "none"]
 HostCandidates = Literal["all", "loopback"]
 TransportPolicy = Literal["all", "relay"]
+MetricsOutput = Literal["emf", "log"]
 
 PIPELINE_NAMES: Final[tuple[str, ...]] = get_args(PipelineName)
 ICE_SERVER_SOURCES: Final[tuple[str, ...]] = get_args(IceServerSource)
 HOST_CANDIDATES: Final[tuple[str, ...]] = get_args(HostCandidates)
 LOG_LEVELS: Final[tuple[str, ...]] = ("DEBUG", "INFO", "WARNING", "ERROR")
+METRICS_OUTPUTS: Final[tuple[str, ...]] = get_args(MetricsOutput)
 
 DEFAULT_SYSTEM_PROMPT: Final = (
     "You are a friendly voice assistant. Your answers are spoken aloud, so keep them short and "
@@ -90,6 +96,8 @@ class AgentConfig:
         connect_timeout_seconds: How long an answered call waits for its peer to connect.
         credential_refresh_seconds: Bridged AWS credentials are renewed this long before they expire.
         log_level: Level of the agent's own logs.
+        metrics: ``emf`` to print each turn's latency metrics on stdout as CloudWatch EMF as well as
+            logging them, ``log`` to log them only.
     """
 
     pipeline: PipelineName = "nova-sonic"
@@ -110,6 +118,7 @@ class AgentConfig:
     connect_timeout_seconds: float = 60.0
     credential_refresh_seconds: float = 300.0
     log_level: str = "INFO"
+    metrics: MetricsOutput = "emf"
 
     def __post_init__(self) -> None:
         if self.pipeline not in PIPELINE_NAMES:
@@ -151,6 +160,8 @@ class AgentConfig:
                 raise ConfigurationError(f"{name} must be a number > 0, got {value}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigurationError(f"AGENT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if self.metrics not in METRICS_OUTPUTS:
+            raise ConfigurationError(f"AGENT_METRICS must be one of {', '.join(METRICS_OUTPUTS)}, got {self.metrics!r}")
 
     @property
     def effective_voice(self) -> str:
@@ -208,4 +219,5 @@ class AgentConfig:
             connect_timeout_seconds=number("AGENT_CONNECT_TIMEOUT_SECONDS", defaults.connect_timeout_seconds),
             credential_refresh_seconds=number("AGENT_CREDENTIAL_REFRESH_SECONDS", defaults.credential_refresh_seconds),
             log_level=text("AGENT_LOG_LEVEL", defaults.log_level).upper(),
+            metrics=cast(MetricsOutput, text("AGENT_METRICS", defaults.metrics).lower()),
         )

@@ -26,6 +26,7 @@ def test_defaults_serve_nova_sonic_on_loopback_8080() -> None:
     assert (config.ice_servers, config.ice_host_candidates, config.ice_transport_policy) == ("none", "all", "all")
     assert config.greeting == DEFAULT_GREETING
     assert config.effective_voice == "matthew"
+    assert config.metrics == "emf"  # AgentCore ships stdout to CloudWatch, which reads the EMF lines
 
 
 def test_every_setting_comes_from_the_environment() -> None:
@@ -48,6 +49,7 @@ def test_every_setting_comes_from_the_environment() -> None:
             "AGENT_CONNECT_TIMEOUT_SECONDS": "12.5",
             "AGENT_CREDENTIAL_REFRESH_SECONDS": "600",
             "AGENT_LOG_LEVEL": "debug",
+            "AGENT_METRICS": "LOG",
         }
     )
     assert config == AgentConfig(
@@ -68,6 +70,7 @@ def test_every_setting_comes_from_the_environment() -> None:
         connect_timeout_seconds=12.5,
         credential_refresh_seconds=600,
         log_level="DEBUG",
+        metrics="log",
     )
 
 
@@ -84,6 +87,7 @@ def test_every_setting_comes_from_the_environment() -> None:
         ({"AGENT_PIPELINE": "local", "AGENT_CONNECT_TIMEOUT_SECONDS": "-1"}, "AGENT_CONNECT_TIMEOUT_SECONDS"),
         ({"AGENT_PIPELINE": "local", "AGENT_MAX_REQUEST_BYTES": "10"}, "AGENT_MAX_REQUEST_BYTES"),
         ({"AGENT_PIPELINE": "local", "AGENT_LOG_LEVEL": "loud"}, "AGENT_LOG_LEVEL"),
+        ({"AGENT_PIPELINE": "local", "AGENT_METRICS": "otel"}, "AGENT_METRICS must be one of emf, log"),
     ],
 )
 def test_misconfiguration_names_the_variable(environ: dict[str, str], names: str) -> None:
