@@ -85,9 +85,9 @@ destroy: $(STAMPS)/venv $(STAMPS)/node ## Delete the stack (asks for confirmatio
 	$(CDK) destroy $(CDK_ARGS)
 
 WEB_BUILD := .make/web
-$(WEB_BUILD)/app.js: local/web/app.js local/web/index.html $(STAMPS)/node
+$(WEB_BUILD)/app.js: local/web/app.js local/web/index.html local/web/level-meter.js $(STAMPS)/node
 	node_modules/.bin/esbuild local/web/app.js --bundle --format=esm --minify --log-level=warning --outfile=$@
-	cp local/web/index.html $(WEB_BUILD)/index.html
+	cp local/web/index.html local/web/level-meter.js $(WEB_BUILD)/
 
 .PHONY: web
 web: $(WEB_BUILD)/app.js ## Bundle the offline call page (Pipecat JS client) into .make/web

@@ -1,8 +1,19 @@
-"""Benchmark: how fast local calls come up through the coturn relay (``make local``'s whole system).
+"""Benchmark: how fast local calls come up and answer through the coturn relay (``make local``'s system).
 
-Starts ``python -m local`` on free loopback ports, then makes calls one after another with the aiortc
-client (relay candidates only, as in the tests): ``/start`` latency, offer to connected, and offer to
-the first audible frame of the agent's greeting; then the same with several calls at once.
+Starts ``python -m local`` on free loopback ports, then calls it with two clients:
+
+- ``aiortc``: the terminal client (:mod:`local.call_client`, relay candidates only). Times count
+  from sending ``POST /start`` (a browser's click): connected, and the greeting's first audible frame;
+  then it says "how are you" and measures voice to voice, from its last loud frame sent to the
+  answer's first loud frame received.
+- ``browser``: Debian's Chromium on the offline call page with a fake microphone
+  (:mod:`bench.browser_calls`): click to connected, click to the greeting's first audible sound at the
+  page (an AudioWorklet on the agent's track), a phase breakdown, and voice to voice measured on the
+  page's microphone and the agent's track.
+
+Each client makes calls one after another, then several at once. Voice to voice is split into
+stages with the agent's own turn measurement (VAD stop, STT, response, TTS, transport). Then
+``changes`` measures, in the same run, what each latency fix gave (a ratio per change).
 
     python -m bench.local_calls --json
 """
@@ -14,18 +25,22 @@ import asyncio
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from bench.call_figures import agent_turn_metrics, summarize, voice_stages
 from bench.emulator_process import ROOT
 from local.call_client import Call
 from local.coturn import free_port
+
+CLIENTS = ("aiortc", "browser")
+PHRASE = "how are you"
 
 
 @contextmanager
@@ -50,9 +65,9 @@ def local_system(channels: int) -> Iterator[str]:
             process.wait(timeout=30)
 
 
-async def one_call(url: str, hold: float) -> dict[str, float]:
-    """One call: timings in milliseconds."""
-    call = Call(url, relay_only=True)
+async def aiortc_call(url: str, *, speak: bool = True, trickle: bool = False) -> dict[str, float]:
+    """One aiortc call: timings in milliseconds from sending ``/start``."""
+    call = Call(url, relay_only=True, trickle=trickle)
     try:
         times = await call.connect(timeout=60)
         if times.selected_pair != ("relay", "relay"):
@@ -60,49 +75,125 @@ async def one_call(url: str, hold: float) -> dict[str, float]:
         peer = call.peer
         if peer is None:
             raise RuntimeError("no peer")
-        await peer.wait_for(lambda: peer.first_speech_after(call.offered_at) is not None, 30, "the greeting")
-        first = peer.first_speech_after(call.offered_at) or 0.0
-        await asyncio.sleep(hold)
-        return {
+        await peer.wait_for(lambda: peer.first_speech_after(call.started_at) is not None, 30, "the greeting")
+        first = peer.first_speech_after(call.started_at) or 0.0
+        figures = {
             "start_ms": times.start_seconds * 1000,
-            "connect_ms": times.connect_seconds * 1000,
-            "first_audio_ms": (first - call.offered_at) * 1000,
+            "connect_ms": (call.offered_at - call.started_at + times.connect_seconds) * 1000,
+            "first_audio_ms": (first - call.started_at) * 1000,
         }
+        if speak:
+            exchange = await call.say(PHRASE, timeout=60)
+            if exchange.heard != PHRASE:
+                raise RuntimeError(f"the agent heard {exchange.heard!r}, not {PHRASE!r}")
+            total = exchange.voice_to_voice_seconds * 1000
+            spoken = exchange.spoken_until
+            later = [m for (at, _), m in zip(peer.events, peer.messages, strict=True) if at >= spoken]
+            figures |= {"voice_to_voice_ms": total, **voice_stages(total, agent_turn_metrics(later))}
+        return {key: round(value, 1) for key, value in figures.items()}
     finally:
         await call.close()
 
 
-def summary(samples: list[float]) -> dict[str, float]:
-    """p50/p95/max of millisecond samples."""
-    ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
-    return {"p50": round(statistics.median(ordered), 1), "p95": round(p95, 1), "max": round(ordered[-1], 1)}
+async def aiortc_calls(url: str, *, sequential: int, concurrent: int, trickle: bool = False) -> dict[str, Any]:
+    """``sequential`` calls one after another, then ``concurrent`` at once."""
+    alone = [await aiortc_call(url, trickle=trickle) for _ in range(sequential)]
+    together = list(await asyncio.gather(*(aiortc_call(url, trickle=trickle) for _ in range(concurrent))))
+    return {"sequential": alone, "concurrent": together}
 
 
-async def measure(url: str, sequential: int, concurrent: int) -> dict[str, Any]:
-    """Sequential calls, then ``concurrent`` at once."""
-    alone = [await one_call(url, hold=0.5) for _ in range(sequential)]
-    together = await asyncio.gather(*(one_call(url, hold=1.0) for _ in range(concurrent)))
+def summarized(runs: Mapping[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """Each mode's runs as percentiles."""
+    return {mode: summarize(calls) for mode, calls in runs.items() if calls}
+
+
+def ratio(before: Mapping[str, Any], after: Mapping[str, Any], key: str) -> dict[str, float]:
+    """``after / before`` of two modes' p50 of ``key``."""
+    was, now = before[key]["p50"], after[key]["p50"]
+    return {"before_p50": was, "after_p50": now, "ratio": round(now / was, 3) if was else float("nan")}
+
+
+def run(url: str, clients: tuple[str, ...], calls: int, concurrent: int, variant_calls: int) -> dict[str, Any]:
+    """Every client's calls, then the change comparisons; returns the report."""
     report: dict[str, Any] = {}
-    for name, runs in (("sequential", alone), ("concurrent", list(together))):
-        report[name] = {"calls": len(runs), **{key: summary([r[key] for r in runs]) for key in runs[0]}}
+    changes: dict[str, Any] = {}
+    if "aiortc" in clients:
+        aiortc = summarized(asyncio.run(aiortc_calls(url, sequential=calls, concurrent=concurrent)))
+        report["aiortc"] = aiortc
+        if variant_calls:
+            trickled = summarized(asyncio.run(aiortc_calls(url, sequential=variant_calls, concurrent=0, trickle=True)))
+            changes["aiortc_candidates_in_offer_instead_of_trickle"] = {
+                "calls": variant_calls,
+                "first_audio_ms": ratio(trickled["sequential"], aiortc["sequential"], "first_audio_ms"),
+                "connect_ms": ratio(trickled["sequential"], aiortc["sequential"], "connect_ms"),
+            }
+    if "browser" in clients:
+        from bench.browser_calls import browser_calls, write_microphone_wav  # noqa: PLC0415 - Playwright only here
+
+        with tempfile.TemporaryDirectory(prefix="bench-browser-") as media:
+            wav = write_microphone_wav(Path(media) / "microphone.wav", PHRASE)
+            browser = summarized(asyncio.run(browser_calls(url, wav, sequential=calls, concurrent=concurrent)))
+            report["browser"] = browser
+            if variant_calls:
+                waiting = summarized(
+                    asyncio.run(browser_calls(url, wav, sequential=variant_calls, concurrent=0, query="?ice=gather"))
+                )
+                changes["browser_trickle_instead_of_waiting_for_ice_gathering"] = {
+                    "calls": variant_calls,
+                    "first_audio_ms": ratio(waiting["sequential"], browser["sequential"], "first_audio_ms"),
+                    "connect_ms": ratio(waiting["sequential"], browser["sequential"], "connect_ms"),
+                }
+    if changes:
+        report["changes"] = changes
+    report["targets"] = targets(report)
     return report
+
+
+def targets(report: Mapping[str, Any]) -> dict[str, bool]:
+    """The issue's targets on this machine, met or not."""
+    met: dict[str, bool] = {}
+    if "aiortc" in report:
+        met["aiortc_first_audio_p50_at_most_600_ms"] = report["aiortc"]["sequential"]["first_audio_ms"]["p50"] <= 600
+    if "browser" in report:
+        browser = report["browser"]
+        met["browser_sequential_first_audio_p50_under_1000_ms"] = browser["sequential"]["first_audio_ms"]["p50"] < 1000
+        if "concurrent" in browser:
+            met["browser_concurrent_first_audio_p50_under_1500_ms"] = (
+                browser["concurrent"]["first_audio_ms"]["p50"] < 1500
+            )
+    return met
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print JSON."""
-    parser = argparse.ArgumentParser(prog="python -m bench.local_calls", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.local_calls",
+        description=__doc__.split("\n\n")[0],
+        epilog="Needs coturn, espeak-ng and (for the browser) chromium and `make web`. Takes 3-4 minutes "
+        "with the defaults.",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON (the only format)")
-    parser.add_argument("--calls", type=int, default=10, help="sequential calls (default %(default)s)")
-    parser.add_argument("--concurrent", type=int, default=10, help="calls at once (default %(default)s)")
+    parser.add_argument("--calls", type=int, default=10, help="sequential calls per client (default %(default)s)")
+    parser.add_argument("--concurrent", type=int, default=10, help="calls at once per client (default %(default)s)")
+    parser.add_argument(
+        "--variant-calls", type=int, default=3, help="calls per variant of the changes compared; 0 skips (%(default)s)"
+    )
+    parser.add_argument(
+        "--clients", default=",".join(CLIENTS), help=f"comma-separated, of {', '.join(CLIENTS)} (default: both)"
+    )
     args = parser.parse_args(argv)
-    if args.calls < 1 or args.concurrent < 1:
-        parser.exit(2, "error: --calls and --concurrent must be >= 1\n")
+    clients = tuple(name.strip() for name in args.clients.split(",") if name.strip())
+    if args.calls < 1 or args.concurrent < 0 or args.variant_calls < 0:
+        parser.exit(2, "error: --calls must be >= 1, --concurrent and --variant-calls >= 0\n")
+    if not clients or set(clients) - set(CLIENTS):
+        parser.exit(2, f"error: --clients takes {', '.join(CLIENTS)}\n")
+    if "browser" in clients and not (ROOT / ".make" / "web" / "app.js").is_file():
+        parser.exit(2, "error: the call page is not built: run `make web` first\n")
     channels = max(2, -(-2 * args.concurrent // 5))  # two GetIceServerConfig calls per call, 5/s per channel
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     started = time.monotonic()
     with local_system(channels) as url:
-        report = asyncio.run(measure(url, args.calls, args.concurrent))
+        report = run(url, clients, args.calls, args.concurrent, args.variant_calls)
     print(json.dumps({"benchmark": "local_calls", "channels": channels, **report,
                       "seconds": round(time.monotonic() - started, 1)}, indent=2))  # fmt: skip
     return 0

@@ -1,9 +1,9 @@
 """A WebRTC call client of the broker API, with aiortc: what a browser running the Pipecat client does.
 
 It calls ``POST /start``, builds a peer connection with the returned TURN servers (relay-only by
-default, so every byte goes through the TURN server), sends the offer, trickles its candidates with
-``PATCH``, speaks a phrase (espeak-ng) and listens for the agent's reply. Tests and benchmarks use
-it, and so can a person::
+default, so every byte goes through the TURN server), sends the offer with its candidates (or, with
+``trickle=True``, trickles them with ``PATCH`` as a browser does), speaks a phrase (espeak-ng) and
+listens for the agent's reply. Tests and benchmarks use it, and so can a person::
 
     python -m local.call_client --url http://127.0.0.1:7860 --say "how are you"
 """
@@ -43,6 +43,7 @@ PEER_RATE = 48000
 FRAME_SAMPLES = 960  # 20 ms at 48 kHz
 SPEECH_RMS = 200.0
 """Audio louder than this (int16 RMS) is speech, not silence or comfort noise."""
+SPEAKING_EVENTS = ("bot-started-speaking", "bot-stopped-speaking")
 
 
 def espeak_pcm(text: str, rate: int) -> np.ndarray:
@@ -73,9 +74,19 @@ class PcmTrack(MediaStreamTrack):
         self._pending = np.zeros(0, dtype=np.int16)
         self._pts = 0
         self._start: float | None = None
+        self._speech_end_pts: int | None = None
+        self.speech_ended_at: float | None = None
+        """When the last loud 20 ms frame of the latest clip left (monotonic seconds): the end of the
+        utterance as the far end can first know it."""
 
     def play(self, samples: np.ndarray) -> None:
         """Queue samples to play after what is already queued."""
+        starts_at = self._pts + len(self._pending)
+        frames = samples[: len(samples) // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES)
+        loud = [index for index, frame in enumerate(frames) if rms(frame) > SPEECH_RMS]
+        if loud:
+            self._speech_end_pts = starts_at + (loud[-1] + 1) * FRAME_SAMPLES
+            self.speech_ended_at = None
         self._pending = np.concatenate([self._pending, samples])
 
     async def recv(self) -> AudioFrame:
@@ -92,6 +103,9 @@ class PcmTrack(MediaStreamTrack):
         frame.pts = self._pts
         frame.time_base = fractions.Fraction(1, PEER_RATE)
         self._pts += FRAME_SAMPLES
+        if self._speech_end_pts is not None and self._pts >= self._speech_end_pts:
+            self.speech_ended_at = time.monotonic()
+            self._speech_end_pts = None
         return frame
 
 
@@ -103,17 +117,21 @@ class Peer:
     track: PcmTrack = field(default_factory=PcmTrack)
     received: list[tuple[float, np.ndarray]] = field(default_factory=list)
     messages: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[float, str]] = field(default_factory=list)
+    """When each data-channel message arrived (monotonic seconds) and its RTVI ``type``."""
     candidates: list[dict[str, Any]] = field(default_factory=list)
     _readers: list[asyncio.Task[None]] = field(default_factory=list)
 
-    async def offer(self) -> dict[str, Any]:
-        """Create the offer; its candidates are kept back for trickling, as a browser does."""
+    async def offer(self, *, trickle: bool = True) -> dict[str, Any]:
+        """Create the offer; its candidates go in :attr:`candidates`, and stay in the SDP unless ``trickle``."""
         self.pc.addTrack(self.track)
         channel = self.pc.createDataChannel("chat")
 
         @channel.on("message")
         def on_message(message: str) -> None:
-            self.messages.append(json.loads(message))
+            decoded = json.loads(message)
+            self.messages.append(decoded)
+            self.events.append((time.monotonic(), str(decoded.get("type", ""))))
 
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -128,7 +146,9 @@ class Peer:
                 mid = line[len("a=mid:") :]
             if line.startswith("a=candidate:"):
                 self.candidates.append({"candidate": line[2:], "sdp_mid": mid, "sdp_mline_index": index})
-            elif not line.startswith("a=end-of-candidates"):
+                if not trickle:
+                    lines.append(line)
+            elif not line.startswith("a=end-of-candidates") or not trickle:
                 lines.append(line)
         return {"sdp": "\r\n".join(lines) + "\r\n", "type": "offer"}
 
@@ -170,11 +190,13 @@ class Peer:
         """When the first audio frame louder than silence arrived after ``moment``."""
         return next((at for at, samples in self.received if at >= moment and rms(samples) > SPEECH_RMS), None)
 
+    def event_after(self, kind: str, moment: float) -> float | None:
+        """When the first data-channel message of RTVI type ``kind`` arrived after ``moment``."""
+        return next((at for at, event in self.events if event == kind and at >= moment), None)
+
     def bot_speaking(self) -> bool:
         """Whether the agent's last speaking event over the data channel says it is speaking."""
-        events = [
-            m.get("type") for m in self.messages if m.get("type") in ("bot-started-speaking", "bot-stopped-speaking")
-        ]
+        events = [event for _, event in self.events if event in SPEAKING_EVENTS]
         return bool(events) and events[-1] == "bot-started-speaking"
 
     def bot_replies(self) -> list[str]:
@@ -230,7 +252,13 @@ def _request(url: str, method: str, body: object, token: str | None, timeout: fl
 
 @dataclass
 class CallTimes:
-    """How long a call took to come up, in seconds from the moment the offer was sent."""
+    """How long a call took to come up.
+
+    Attributes:
+        start_seconds: ``POST /start``'s round trip.
+        connect_seconds: From sending the offer to the peer connection's ``connected``.
+        selected_pair: Candidate types of the nominated pair, e.g. ``("relay", "relay")``.
+    """
 
     start_seconds: float
     connect_seconds: float
@@ -246,12 +274,21 @@ class Exchange:
         reply: What the agent answered (its TTS text).
         reply_rms: Loudness (int16 RMS) of the reply's audio as received: speech, not silence.
         reply_seconds: From starting to speak to the end of the spoken reply.
+        spoken_until: When the utterance's last loud frame left (monotonic seconds).
+        reply_audible_at: When the reply's first loud frame arrived (monotonic seconds).
     """
 
     heard: str | None
     reply: str
     reply_rms: float
     reply_seconds: float
+    spoken_until: float
+    reply_audible_at: float
+
+    @property
+    def voice_to_voice_seconds(self) -> float:
+        """From the end of what was said to the first audible word of the answer."""
+        return self.reply_audible_at - self.spoken_until
 
 
 class Call:
@@ -261,15 +298,26 @@ class Call:
         base_url: The broker API, e.g. ``http://127.0.0.1:7860``.
         token: Bearer token, when the API checks one.
         relay_only: Gather TURN relay candidates only (``iceTransportPolicy=relay``).
+        trickle: Send the candidates with ``PATCH`` after the offer, as a browser does, instead of in
+            the offer. Off by default: aioice 0.13 (under aiortc) does not re-check a pair whose check
+            is in progress when the other side's check arrives (RFC 8445 section 7.3.1.4), so a check
+            sent before the agent has our trickled candidate is lost at its TURN allocation and
+            retried only after STUN's 500 ms retransmission timeout; with the candidates in the offer
+            the agent knows them before our first check. Browsers re-check at once either way.
     """
 
-    def __init__(self, base_url: str, *, token: str | None = None, relay_only: bool = True) -> None:
+    def __init__(
+        self, base_url: str, *, token: str | None = None, relay_only: bool = True, trickle: bool = False
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.relay_only = relay_only
+        self.trickle = trickle
         self.peer: Peer | None = None
         self.session_id: str | None = None
         self.pc_id: str | None = None
+        self.started_at = 0.0
+        """When ``POST /start`` was sent (monotonic seconds): the click of a browser call."""
         self.offered_at = 0.0
         self.restarts = 0
         self._ice_servers: list[dict[str, Any]] = []
@@ -287,7 +335,7 @@ class Call:
         peer = self.peer
         if peer is None:
             raise RuntimeError("no peer")
-        offer = await peer.offer()
+        offer = await peer.offer(trickle=self.trickle)
         if self.relay_only and not peer.candidates:
             raise TimeoutError("no relay candidate was gathered: is the TURN server up, and the credentials valid?")
         self.offered_at = time.monotonic()
@@ -299,7 +347,8 @@ class Call:
         if retire is not None:
             await retire.close()
         await peer.accept(answer)
-        await self._api("PATCH", path, {"pc_id": self.pc_id, "candidates": peer.candidates})
+        if self.trickle:
+            await self._api("PATCH", path, {"pc_id": self.pc_id, "candidates": peer.candidates})
         await peer.wait_for(lambda: peer.pc.connectionState in ("connected", "failed", "closed"), timeout,
                             "the peer connection to connect")  # fmt: skip
         if peer.pc.connectionState != "connected":
@@ -320,7 +369,7 @@ class Call:
             TimeoutError: The peer connection did not connect in time.
             ConnectionError: The peer connection failed (no ICE candidate pair worked).
         """
-        began = time.monotonic()
+        began = self.started_at = time.monotonic()
         start = await self._api("POST", "/start", {"transport": "webrtc"})
         started = time.monotonic()
         self.session_id = start["sessionId"]
@@ -357,7 +406,8 @@ class Call:
         fresh = await self._api("POST", "/start", {"transport": "webrtc"})  # only for its ICE servers
         self._ice_servers = fresh["iceConfig"]["iceServers"]
         old = self.peer
-        self.peer = Peer(pc=self._new_peer_connection(), track=old.track, received=old.received, messages=old.messages)
+        self.peer = Peer(pc=self._new_peer_connection(), track=old.track, received=old.received,
+                         messages=old.messages, events=old.events)  # fmt: skip
         # The old connection stays up until the agent has answered: closing it first would look to the
         # agent like the caller hanging up.
         await self._negotiate(restart=True, timeout=timeout, retire=old)
@@ -387,17 +437,20 @@ class Call:
         replies_before = len(peer.bot_replies())
         spoke_at = time.monotonic()
         peer.track.play(espeak_pcm(text, PEER_RATE))
+        await peer.wait_for(lambda: peer.track.speech_ended_at is not None, timeout, "the utterance to be sent")
+        spoken_until = peer.track.speech_ended_at or spoke_at
         await peer.wait_for(lambda: peer.transcript() is not None, timeout, "the agent's transcript")
-        heard_at = time.monotonic()
         # The reply's text comes over the data channel when its audio has been spoken.
         await peer.wait_for(lambda: len(peer.bot_replies()) > replies_before, timeout, "the agent's reply")
-        await peer.wait_for(lambda: peer.first_speech_after(heard_at) is not None, timeout, "the spoken reply")
+        await peer.wait_for(lambda: peer.first_speech_after(spoken_until) is not None, timeout, "the spoken reply")
         await peer.wait_for(lambda: not peer.bot_speaking(), timeout, "the reply to end")
         return Exchange(
             heard=peer.transcript(),
             reply=" ".join(peer.bot_replies()[replies_before:]),
-            reply_rms=rms(peer.audio_since(heard_at)),
+            reply_rms=rms(peer.audio_since(spoken_until)),
             reply_seconds=time.monotonic() - spoke_at,
+            spoken_until=spoken_until,
+            reply_audible_at=peer.first_speech_after(spoken_until) or spoken_until,
         )
 
     async def close(self) -> None:
@@ -408,7 +461,7 @@ class Call:
 
 @dataclass
 class CallReport:
-    """What the CLI prints."""
+    """What the CLI prints (times in milliseconds; ``first_audio_ms`` counts from sending ``/start``)."""
 
     session_id: str | None
     start_ms: float
@@ -418,23 +471,28 @@ class CallReport:
     heard: str | None
     reply: str | None
     reply_rms: float | None
+    voice_to_voice_ms: float | None
 
 
 async def _run(url: str, text: str | None, relay_only: bool, token: str | None) -> CallReport:
     call = Call(url, token=token, relay_only=relay_only)
     try:
         times = await call.connect()
+        peer = call.peer
+        if peer is not None:
+            await peer.wait_for(lambda: peer.first_speech_after(call.started_at) is not None, 10, "the greeting")
         exchange = await call.say(text) if text else None
-        first = call.peer.first_speech_after(call.offered_at) if call.peer else None
+        first = peer.first_speech_after(call.started_at) if peer else None
         return CallReport(
             session_id=call.session_id,
             start_ms=round(times.start_seconds * 1000, 1),
             connect_ms=round(times.connect_seconds * 1000, 1),
-            first_audio_ms=None if first is None else round((first - call.offered_at) * 1000, 1),
+            first_audio_ms=None if first is None else round((first - call.started_at) * 1000, 1),
             selected_pair=times.selected_pair,
             heard=exchange.heard if exchange else None,
             reply=exchange.reply if exchange else None,
             reply_rms=round(exchange.reply_rms, 1) if exchange else None,
+            voice_to_voice_ms=round(exchange.voice_to_voice_seconds * 1000, 1) if exchange else None,
         )
     finally:
         await call.close()
@@ -463,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(asdict(report)))
     else:
         for key, value in asdict(report).items():
-            print(f"{key:>14}: {value}")
+            print(f"{key:>17}: {value}")
     return 0
 
 

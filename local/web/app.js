@@ -1,37 +1,143 @@
-// The Pipecat JS client and its SmallWebRTC transport, with the WavMediaManager (plain getUserMedia):
-// unlike the default Daily media manager, it needs nothing from the internet.
+// The call page: the Pipecat JS client and its SmallWebRTC transport, with the WavMediaManager (plain
+// getUserMedia; unlike the default Daily media manager, it needs nothing from the internet).
+//
+// Besides the call it shows what is happening: each step of connecting, the microphone's level, whether
+// the agent is speaking, the time from Connect to the agent's first audible word and each turn's
+// latency (the caller's last sound to the agent's first), measured on the audio itself by an
+// AudioWorklet (level-meter.js), not on transcripts (which arrive in step with the audio playing).
+// Each call's moments are in `window.callTimeline` (performance.now() milliseconds) for benchmarks.
 import { PipecatClient } from "@pipecat-ai/client-js";
 import { SmallWebRTCTransport, WavMediaManager } from "@pipecat-ai/small-webrtc-transport";
 
 // TURN servers refuse to refresh an allocation once its credentials have expired, so a long call
 // moves to a new peer connection with fresh credentials this long before they expire.
 const REFRESH_BEFORE_SECONDS = 10;
+const CONNECT_TIMEOUT_MS = 20_000;
+// A measuring knob, not a setting: `?ice=gather` makes each offer wait for ICE gathering to complete
+// (up to 2 s in the transport) instead of trickling candidates, to compare the two in one run.
+const WAIT_FOR_ICE_GATHERING = new URLSearchParams(window.location.search).get("ice") === "gather";
 
 const element = (id) => document.getElementById(id);
 const log = (line) => {
   element("log").textContent += `${line}\n`;
 };
+
 let client = null;
+let audio = null; // {context, meters: [stop functions]}
 let refreshTimer = null;
 let refreshes = 0;
+let timeline = null;
+
+/** An error the page explains in words: what happened and what to do. */
+class CallError extends Error {
+  constructor(message, { retryAfterSeconds = null } = {}) {
+    super(message);
+    this.retryAfterSeconds = retryAfterSeconds;
+  }
+}
 
 function setStatus(status) {
   element("status").textContent = status;
-  element("connect").disabled = status !== "disconnected";
-  element("disconnect").disabled = status === "disconnected";
+  const idle = status === "disconnected";
+  element("connect").disabled = !idle;
+  element("disconnect").disabled = idle;
+}
+
+function showError(message) {
+  const box = element("error");
+  box.textContent = message;
+  box.hidden = !message;
+  if (message) log(`error: ${message}`);
+}
+
+function mark(name, at = performance.now()) {
+  if (!timeline || timeline[name] !== undefined) return;
+  timeline[name] = at;
+  const step = document.querySelector(`#steps [data-step="${name}"]`);
+  if (step) {
+    step.className = "done";
+    step.querySelector(".ms").textContent = `${Math.round(at - timeline.click)} ms`;
+    const next = step.nextElementSibling;
+    if (next && next.className === "") next.className = "active";
+  }
+}
+
+function failStep(message) {
+  const active = document.querySelector("#steps .active");
+  if (active) active.className = "failed";
+  showError(message);
+}
+
+function resetSteps() {
+  for (const step of document.querySelectorAll("#steps li")) {
+    step.className = "";
+    step.querySelector(".ms").textContent = "";
+  }
+  document.querySelector('#steps [data-step="session"]').className = "active";
+}
+
+function setBotState(state) {
+  element("bot-state").textContent = state;
+  element("bot-state").dataset.state = state;
 }
 
 async function startSession() {
-  const started = await fetch("/start", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ transport: "webrtc" }),
-  });
+  let started;
+  try {
+    started = await fetch("/start", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ transport: "webrtc" }),
+    });
+  } catch (error) {
+    throw new CallError(`The call service cannot be reached (${error.message}). Check your network and try again.`);
+  }
+  if (started.status === 503) {
+    const seconds = Math.max(1, Number.parseInt(started.headers.get("Retry-After") ?? "5", 10) || 5);
+    throw new CallError(
+      `The service is busy right now (HTTP 503: no TURN relay or agent capacity). Try again in ${seconds} s.`,
+      { retryAfterSeconds: seconds },
+    );
+  }
   if (!started.ok) {
-    throw new Error(`/start answered HTTP ${started.status}: ${await started.text()}`);
+    let detail = "";
+    try {
+      detail = (await started.json())?.error?.message ?? "";
+    } catch {
+      // not JSON: the status says enough
+    }
+    const hint = started.status === 401 || started.status === 403 ? " Sign in again, then Connect." : "";
+    throw new CallError(`The call could not start (HTTP ${started.status}${detail ? `: ${detail}` : ""}).${hint}`);
   }
   // {sessionId, iceConfig: {iceServers}}: TURN credentials minted from the KVS channel pool.
   return started.json();
+}
+
+function explainMicrophoneError(error) {
+  const name = error?.name ?? "";
+  if (name === "NotAllowedError" || name === "SecurityError") {
+    return "Microphone access was refused. Allow the microphone for this page (the icon at the left of the address bar), then click Connect again.";
+  }
+  if (name === "NotFoundError" || name === "OverconstrainedError") {
+    return "No microphone was found. Plug one in or choose one in your system settings, then click Connect again.";
+  }
+  if (name === "NotReadableError") {
+    return "The microphone is busy or failed (another application may hold it). Close that application, then click Connect again.";
+  }
+  return `The microphone could not be opened (${name || error}). Check it, then click Connect again.`;
+}
+
+// The media manager swallows the error of the microphone's first getUserMedia: when no microphone
+// track came of it, ask once more to learn why.
+async function checkMicrophone() {
+  if (client.tracks()?.local?.audio) return;
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    for (const track of stream.getTracks()) track.stop();
+  } catch (error) {
+    throw new CallError(explainMicrophoneError(error));
+  }
+  throw new CallError("The microphone could not be opened. Check it, then click Connect again.");
 }
 
 // TURN REST usernames are "<expiry epoch seconds>:<id>" (KVS's and coturn's alike).
@@ -62,48 +168,205 @@ function scheduleRefresh(transport, iceServers) {
   }, delay);
 }
 
-async function connect() {
-  setStatus("starting");
-  const session = await startSession();
-  const transport = new SmallWebRTCTransport({ mediaManager: new WavMediaManager(), waitForICEGathering: true });
+// ---- Audio levels: the microphone meter, the agent's first word, turn latency ----------------------
+
+async function startAudioAnalysis() {
+  const context = new AudioContext();
+  await context.audioWorklet.addModule("level-meter.js");
+  return { context, meters: [], watched: new Set() };
+}
+
+function meter(track, onMessage) {
+  const { context } = audio;
+  const source = context.createMediaStreamSource(new MediaStream([track]));
+  const node = new AudioWorkletNode(context, "level-meter", { numberOfOutputs: 0 });
+  // The worklet stamps events with the audio clock; map them onto the page's clock.
+  const pageTime = (at) => performance.now() - (context.currentTime - at) * 1000;
+  node.port.onmessage = ({ data }) => onMessage(data.type, data.type === "level" ? data.rms : pageTime(data.at));
+  source.connect(node);
+  audio.meters.push(() => {
+    source.disconnect();
+    node.port.close();
+  });
+}
+
+function watchMicrophone(track) {
+  if (audio.watched.has(track.id)) return;
+  audio.watched.add(track.id);
+  meter(track, (type, value) => {
+    if (type === "level") {
+      element("mic-level").value = Math.min(1, value * 5);
+    } else if (type === "end") {
+      timeline.callerStoppedAt = value;
+    } else if (type === "onset") {
+      timeline.callerStoppedAt = null; // speaking again: the turn is not over
+    }
+  });
+}
+
+function watchAgentVoice(track) {
+  meter(track, (type, at) => {
+    if (type !== "onset") return;
+    if (timeline.firstWord === undefined) {
+      mark("first-word", at);
+      timeline.firstWord = at;
+      element("first-word").textContent = `${Math.round(at - timeline.click)} ms`;
+    } else if (timeline.callerStoppedAt) {
+      const latency = at - timeline.callerStoppedAt;
+      timeline.turns.push({ callerStoppedAt: timeline.callerStoppedAt, agentStartedAt: at, latencyMs: latency });
+      timeline.callerStoppedAt = null;
+      element("turn-latency").textContent = `${Math.round(latency)} ms`;
+    }
+  });
+}
+
+function stopAudioAnalysis() {
+  if (!audio) return;
+  for (const stop of audio.meters) stop();
+  audio.context.close();
+  audio = null;
+}
+
+// ---- The call -------------------------------------------------------------------------------------
+
+function newTransport() {
+  const transport = new SmallWebRTCTransport({
+    mediaManager: new WavMediaManager(),
+    waitForICEGathering: WAIT_FOR_ICE_GATHERING,
+  });
   // Closing a replaced peer connection, the transport stops every track it sent; a restart shares the
   // microphone track with the new connection, so only the old connection is closed here (the media
   // manager still stops the microphone when the call ends).
   transport.closePeerConnection = (peerConnection) => peerConnection.close();
+  // Each peer connection's state tells when media flows and when ICE failed (no relay path).
+  const createPeerConnection = transport.createPeerConnection.bind(transport);
+  transport.createPeerConnection = () => {
+    const peerConnection = createPeerConnection();
+    peerConnection.addEventListener("connectionstatechange", () => {
+      if (peerConnection.connectionState === "connected") mark("media");
+      if (peerConnection.connectionState === "failed" && transport.pc === peerConnection) {
+        failStep(
+          "The media connection failed: the browser could not reach the agent through the TURN relay (ICE failed). " +
+            "Your network may block UDP and TCP to the relay; try another network, then click Connect again.",
+        );
+        client?.disconnect();
+      }
+    });
+    return peerConnection;
+  };
+  return transport;
+}
+
+async function connect() {
+  timeline = { click: performance.now(), turns: [], callerStoppedAt: null };
+  window.callTimeline = timeline;
+  resetSteps();
+  showError("");
+  element("first-word").textContent = "–";
+  element("turn-latency").textContent = "–";
+  setStatus("starting");
+  const transport = newTransport();
   client = new PipecatClient({
     transport,
     enableMic: true,
     enableCam: false,
     callbacks: {
       onConnected: () => setStatus("connected"),
+      onBotReady: () => {
+        mark("ready");
+        setStatus("ready");
+        setBotState("listening");
+      },
       onDisconnected: () => {
         clearTimeout(refreshTimer);
+        stopAudioAnalysis();
+        setBotState("—");
         setStatus("disconnected");
       },
+      onBotStartedSpeaking: () => setBotState("speaking"),
+      onBotStoppedSpeaking: () => setBotState("listening"),
       onUserTranscript: (data) => data.final && log(`you: ${data.text}`),
       onBotTtsText: (data) => log(`agent: ${data.text}`),
       onTrackStarted: (track, participant) => {
-        if (track.kind === "audio" && !participant?.local) {
-          const audio = element("bot-audio");
-          audio.srcObject = new MediaStream([track]);
-          audio.play().catch(() => log("click anywhere to hear the agent (autoplay is blocked)"));
+        if (track.kind !== "audio") return;
+        if (participant?.local) {
+          if (audio) watchMicrophone(track);
+          return;
         }
+        const player = element("bot-audio");
+        player.srcObject = new MediaStream([track]);
+        player.play().catch(() => log("click anywhere to hear the agent (autoplay is blocked)"));
+        if (audio) watchAgentVoice(track);
       },
       onError: (message) => log(`error: ${JSON.stringify(message?.data ?? message)}`),
     },
   });
+  // The session (TURN credentials), the microphone and the audio meters do not wait for each other.
+  const [session] = await Promise.all([
+    startSession().then((started) => {
+      mark("session");
+      return started;
+    }),
+    client
+      .initDevices()
+      .then(checkMicrophone)
+      .then(() => mark("microphone")),
+    startAudioAnalysis().then((started) => {
+      audio = started;
+    }),
+  ]);
+  watchMicrophone(client.tracks().local.audio);
   setStatus("connecting");
-  await client.connect({
-    webrtcRequestParams: { endpoint: `/sessions/${session.sessionId}/api/offer` },
-    iceConfig: session.iceConfig,
+  const timeout = new Promise((_, reject) => {
+    setTimeout(
+      () => reject(new CallError(`The agent did not answer within ${CONNECT_TIMEOUT_MS / 1000} s. Try again.`)),
+      CONNECT_TIMEOUT_MS,
+    );
   });
+  try {
+    await Promise.race([
+      client.connect({
+        webrtcRequestParams: { endpoint: `/sessions/${session.sessionId}/api/offer` },
+        iceConfig: session.iceConfig,
+      }),
+      timeout,
+    ]);
+  } catch (error) {
+    if (error instanceof CallError) throw error;
+    const status = error?.status ?? error?.cause?.status;
+    throw new CallError(
+      status
+        ? `The agent could not take the call (HTTP ${status}). Try again in a moment.`
+        : `The call could not connect (${error?.message ?? error}). Try again.`,
+    );
+  }
   scheduleRefresh(transport, session.iceConfig.iceServers);
+}
+
+function holdConnect(seconds) {
+  const button = element("connect");
+  const until = Date.now() + seconds * 1000;
+  const tick = () => {
+    const left = Math.ceil((until - Date.now()) / 1000);
+    if (left > 0) {
+      button.disabled = true;
+      button.textContent = `Connect (${left} s)`;
+      setTimeout(tick, 250);
+    } else {
+      button.textContent = "Connect";
+      button.disabled = false;
+    }
+  };
+  tick();
 }
 
 element("connect").addEventListener("click", () => {
   connect().catch((error) => {
-    log(`error: ${error.message ?? error}`);
+    failStep(error instanceof CallError ? error.message : `The call failed: ${error?.message ?? error}`);
+    client?.disconnect();
+    stopAudioAnalysis();
     setStatus("disconnected");
+    if (error instanceof CallError && error.retryAfterSeconds) holdConnect(error.retryAfterSeconds);
   });
 });
 element("disconnect").addEventListener("click", () => client?.disconnect());

@@ -1,0 +1,168 @@
+"""Browser calls for :mod:`bench.local_calls`: Debian's Chromium, driven by Playwright, on the call page.
+
+Chromium's fake microphone plays a WAV (seconds of silence, espeak-ng saying a phrase, silence), so
+each call hears the greeting first and then the phrase. The page measures what a person hears (its
+AudioWorklet level meters, ``window.callTimeline``); ``browser_probe.js``, injected before the page's
+scripts, records what the page does not show (requests, peer connection states, RTVI messages), and
+:func:`phases` turns both into the durations of each step. Playwright never downloads a browser: it
+drives the system's Chromium.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import wave
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+from playwright.async_api import Browser, async_playwright
+
+from bench.call_figures import agent_turn_metrics, voice_stages
+from local.call_client import PEER_RATE, espeak_pcm
+
+PROBE: Final = (Path(__file__).with_name("browser_probe.js")).read_text()
+QUIET_FLAGS: Final = (
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
+)  # fmt: skip
+"""No background traffic (this closed network refuses it anyway) and audio without a gesture."""
+SPEECH_LEAD_SECONDS: Final = 4.0
+"""Silence before the phrase: the greeting (about 2.8 s) is over by then."""
+
+
+def chromium_path() -> str:
+    """The system's Chromium (Debian's package)."""
+    return shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def write_microphone_wav(path: Path, text: str, *, lead_seconds: float = SPEECH_LEAD_SECONDS) -> Path:
+    """Write the fake microphone's WAV: silence, espeak-ng saying ``text``, then six seconds of silence."""
+    speech = np.concatenate(
+        [
+            np.zeros(int(lead_seconds * PEER_RATE), np.int16),
+            espeak_pcm(text, PEER_RATE),
+            np.zeros(6 * PEER_RATE, np.int16),
+        ]
+    )
+    with wave.open(str(path), "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(PEER_RATE)
+        writer.writeframes(speech.tobytes())
+    return path
+
+
+def fake_microphone_flags(wav: Path) -> list[str]:
+    """Chromium flags: grant the microphone and play ``wav`` into it once (``%noloop``) per capture."""
+    return [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}%noloop",
+    ]
+
+
+@asynccontextmanager
+async def chromium(wav: Path) -> AsyncIterator[Browser]:
+    """A headless Chromium whose fake microphone plays ``wav``."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium_path(), headless=True, args=[*QUIET_FLAGS, *fake_microphone_flags(wav)]
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+def _first(items: Iterator[float]) -> float | None:
+    return next(items, None)
+
+
+def phases(timeline: Mapping[str, Any], probe: Mapping[str, Any]) -> dict[str, float]:
+    """Durations (ms) of one browser call, from the page's timeline and the probe's moments.
+
+    Keys: ``connect_ms`` (click to media connected), ``first_audio_ms`` (click to the greeting's first
+    audible sound), ``voice_to_voice_ms`` (the caller's last sound to the answer's first), and the
+    steps in between: ``phase_start_ms`` (``POST /start``), ``phase_microphone_ms`` (click to the
+    microphone open, in parallel with ``/start``), ``phase_offer_creation_ms`` (new peer connection to
+    the offer sent: offer creation, and ICE gathering when the page waits for it),
+    ``phase_offer_round_trip_ms`` (broker, KVS credentials for the agent, the agent's answer),
+    ``phase_ice_dtls_ms`` (answer applied to connected), ``phase_client_ready_ms`` (RTVI
+    ``client-ready`` to ``bot-ready``), ``phase_greeting_ms`` (connected to ``bot-started-speaking``:
+    the agent starting its greeting and synthesizing it) and ``phase_first_packet_ms``
+    (``bot-started-speaking`` to audible: the media path and the browser's jitter buffer).
+    """
+    click = float(timeline["click"])
+    marks = probe["marks"]
+    messages = probe["messages"]
+
+    def mark(name: str) -> float | None:
+        return _first(m["at"] for m in marks if m["name"] == name and m["at"] >= click)
+
+    def received(kind: str, after: float) -> float | None:
+        return _first(m["at"] for m in messages if m["type"] == kind and not m.get("sent") and m["at"] >= after)
+
+    def sent(kind: str) -> float | None:
+        return _first(m["at"] for m in messages if m["type"] == kind and m.get("sent"))
+
+    def span(begin: float | None, end: float | None) -> float | None:
+        return None if begin is None or end is None else end - begin
+
+    connected, first_word = timeline.get("media"), timeline.get("firstWord")
+    speaking = received("bot-started-speaking", click)
+    figures = {
+        "connect_ms": span(click, connected),
+        "first_audio_ms": span(click, first_word),
+        "phase_start_ms": span(mark("start-sent"), mark("start-answered")),
+        "phase_microphone_ms": span(click, timeline.get("microphone")),
+        "phase_offer_creation_ms": span(mark("pc-created"), mark("offer-sent")),
+        "phase_offer_round_trip_ms": span(mark("offer-sent"), mark("offer-answered")),
+        "phase_ice_dtls_ms": span(mark("answer-applied"), mark("pc-connected")),
+        "phase_client_ready_ms": span(sent("client-ready"), received("bot-ready", click)),
+        "phase_greeting_ms": span(connected, speaking),
+        "phase_first_packet_ms": span(speaking, first_word),
+    }
+    turns = timeline.get("turns") or []
+    if turns:
+        turn = turns[0]
+        later = [m for m in messages if m["at"] >= turn["callerStoppedAt"]]
+        figures["voice_to_voice_ms"] = float(turn["latencyMs"])
+        figures.update(voice_stages(float(turn["latencyMs"]), agent_turn_metrics(later)))
+    return {key: round(value, 1) for key, value in figures.items() if value is not None}
+
+
+async def browser_call(browser: Browser, url: str, *, query: str = "", timeout: float = 60) -> dict[str, float]:
+    """One call from the offline page: click Connect, wait for the first answered turn, hang up."""
+    context = await browser.new_context()
+    try:
+        page = await context.new_page()
+        await page.add_init_script(PROBE)
+        await page.goto(f"{url}/offline/{query}")
+        await page.get_by_role("button", name="Connect", exact=True).click()
+        try:
+            await page.wait_for_function(
+                "window.callTimeline && window.callTimeline.turns.length > 0", timeout=timeout * 1000
+            )
+        except Exception as exc:
+            error = await page.inner_text("#error")
+            raise RuntimeError(f"the browser call did not complete a turn: {error or exc}") from exc
+        timeline = await page.evaluate("window.callTimeline")
+        probe = await page.evaluate("window.__probe")
+        await page.get_by_role("button", name="Disconnect", exact=True).click()
+        return phases(timeline, probe)
+    finally:
+        await context.close()
+
+
+async def browser_calls(url: str, wav: Path, *, sequential: int, concurrent: int, query: str = "") -> dict[str, Any]:
+    """``sequential`` calls one after another, then ``concurrent`` at once (each its own page)."""
+    async with chromium(wav) as browser:
+        alone = [await browser_call(browser, url, query=query) for _ in range(sequential)]
+        together = list(
+            await asyncio.gather(*(browser_call(browser, url, query=query) for _ in range(concurrent)))
+        ) if concurrent else []  # fmt: skip
+    return {"sequential": alone, "concurrent": together}
