@@ -219,6 +219,7 @@ class LocalStack:
             "AGENT_ICE_SERVERS": "none",
             "AGENT_ICE_HOST_CANDIDATES": "loopback",
             "AGENT_ICE_TRANSPORT_POLICY": "relay" if config.relay_only else "all",
+            "AGENT_METRICS": "log",  # each turn's latency as a log line in agent.log; no CloudWatch here
             **dict(config.agent_env),
         }
         self._agent_log = (config.log_dir / "agent.log").open("ab")

@@ -152,6 +152,9 @@ class AgentRuntime(Construct):
                 "AGENT_PIPELINE": settings.pipeline.value,
                 "AGENT_NOVA_SONIC_MODEL_ID": settings.nova_sonic_model_id,
                 "AGENT_BEDROCK_MODEL_ID": settings.bedrock_model_id,
+                # Turn latency as EMF on stdout: AgentCore ships it to the runtime's log group, where
+                # CloudWatch extracts the metrics the dashboard and the turn latency alarm read.
+                "AGENT_METRICS": "emf",
                 # The Polly voice is the cascade pipeline's; the others keep their own default voice.
                 **({"AGENT_VOICE": settings.polly_voice_id} if settings.pipeline.value == "cascade" else {}),
             },

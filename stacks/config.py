@@ -72,16 +72,19 @@ class AppConfig:
         """
         reader = _ContextReader(context)
         turn_pool = _turn_pool(reader)
+        agent_runtime = _agent_runtime(reader)
         return cls(
             stack_name=reader.string("stackName", "PipecatVoiceAgent", _STACK_NAME),
             network=NetworkSettings(nat_gateways=reader.integer("natGateways", "2", minimum=1, maximum=2)),
             turn_pool=turn_pool,
-            agent_runtime=_agent_runtime(reader),
+            agent_runtime=agent_runtime,
             broker_api=_broker_api(reader),
             observability=ObservabilitySettings(
                 p99_latency_ms=reader.integer("latencyAlarmP99Ms", "1500", minimum=1, maximum=60_000),
                 # The pool is sized for this rate: the alarm says when the fleet sees more.
                 max_throttles_per_call=turn_pool.max_throttle_rate,
+                turn_latency_p95_ms=reader.integer("turnLatencyAlarmP95Ms", "2000", minimum=100, maximum=60_000),
+                agent_pipeline=agent_runtime.pipeline.value,
             ),
         )
 

@@ -1,13 +1,15 @@
-"""Observability: a dashboard and alarms built from the metrics the broker emits."""
+"""Observability: a dashboard and alarms built from the metrics the broker and the agent emit."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from constructs import Construct
 
+from agent import telemetry as agent_telemetry
 from broker.telemetry import METRICS_NAMESPACE, PEER_DIMENSION, PEERS, SERVICE_DIMENSION, SERVICE_NAME, MetricName
 from stacks.agent_runtime import AgentRuntime
 from stacks.broker_api import BrokerApi
@@ -16,22 +18,32 @@ ONE_MINUTE = Duration.minutes(1)
 MIN_CALLS_FOR_RATIO = 100
 """Below this many KVS calls in a minute the throttle ratio is noise (one throttle in ten calls is
 10 %): the alarm's expression counts such a minute as 0."""
+MIN_TURNS_FOR_PERCENTILE = 20
+"""The p95 of fewer turns than this is in effect the slowest one, a slow answer rather than a slow
+agent: the turn latency alarm's expression counts such a minute as 0 (about three calls at once
+give 20 turns a minute; a quieter deployment reads the dashboard instead)."""
 
 
 @dataclass(frozen=True)
 class ObservabilitySettings:
-    """Alarm thresholds.
+    """Alarm thresholds, and the pipeline whose turn metrics the dashboard and alarm read.
 
     Attributes:
         max_throttles_per_call: KVS throttles per call the pool was sized for (``maxThrottleRate``);
             more than this for 3 of 5 minutes means the pool is too small for the load.
         p99_latency_ms: The broker's p99 request latency that counts as slow.
         lambda_errors_per_minute: Lambda errors per minute that raise the alarm.
+        turn_latency_p95_ms: The agent's p95 turn latency (user stopped speaking -> bot's first
+            audio) that counts as slow (``turnLatencyAlarmP95Ms``).
+        agent_pipeline: The pipeline the agent runs (``agentPipeline``): the agent's metrics carry
+            it as a dimension.
     """
 
     max_throttles_per_call: float = 0.01
     p99_latency_ms: int = 1500
     lambda_errors_per_minute: int = 1
+    turn_latency_p95_ms: int = 2000
+    agent_pipeline: str = "nova-sonic"
 
 
 def broker_metric(
@@ -53,8 +65,48 @@ def broker_metric(
     )
 
 
+def agent_metric(
+    metric_name: str,
+    statistic: str,
+    *,
+    pipeline: str,
+    label: str | None = None,
+    transport: str | None = None,
+) -> cloudwatch.Metric:
+    """Return one of the agent's turn metrics (``agent.telemetry``) at one-minute resolution.
+
+    Without ``transport`` it is the pipeline's series over every transport (the agent publishes each
+    turn under both dimension sets, as percentiles of separate series cannot be merged).
+    """
+    dimensions = {agent_telemetry.PIPELINE_DIMENSION: pipeline} | (
+        {agent_telemetry.TRANSPORT_DIMENSION: transport} if transport else {}
+    )
+    return cloudwatch.Metric(
+        namespace=agent_telemetry.METRICS_NAMESPACE,
+        metric_name=metric_name,
+        dimensions_map=dimensions,
+        statistic=statistic,
+        period=ONE_MINUTE,
+        label=label,
+    )
+
+
+def per_service(metric_name: str, statistic: str, *, pipeline: str) -> cloudwatch.SearchExpression:
+    """Every service's series of one of the agent's service metrics, one line per service.
+
+    A search, because the services are whatever the pipeline's Pipecat classes are.
+    """
+    schema = ",".join(
+        (agent_telemetry.METRICS_NAMESPACE, agent_telemetry.PIPELINE_DIMENSION, agent_telemetry.SERVICE_DIMENSION)
+    )
+    query = f'{{{schema}}} MetricName="{metric_name}" {agent_telemetry.PIPELINE_DIMENSION}="{pipeline}"'
+    return cloudwatch.SearchExpression(
+        expression=f"SEARCH('{query}', '{statistic}', {int(ONE_MINUTE.to_seconds())})", label="", period=ONE_MINUTE
+    )
+
+
 class Observability(Construct):
-    """The broker's dashboard and its alarms (no actions: subscribe a topic to ``alarms`` to be paged).
+    """The dashboard and its alarms (no actions: subscribe a topic to ``alarms`` to be paged).
 
     Attributes:
         dashboard: The CloudWatch dashboard.
@@ -63,6 +115,8 @@ class Observability(Construct):
         pool_exhausted_alarm: A request was refused with 503 because no channel could serve.
         lambda_error_alarm: The broker Lambda failed.
         latency_alarm: The broker's p99 latency is above the threshold.
+        turn_latency_p95: The agent's p95 turn latency, counted only in minutes with enough turns.
+        turn_latency_alarm: The agent's p95 turn latency is above ``turnLatencyAlarmP95Ms``.
         alarms: All of the above.
     """
 
@@ -127,11 +181,13 @@ class Observability(Construct):
             datapoints_to_alarm=3,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
+        self._turn_latency_alarm(settings)
         self.alarms = [
             self.kvs_throttle_alarm,
             self.pool_exhausted_alarm,
             self.lambda_error_alarm,
             self.latency_alarm,
+            self.turn_latency_alarm,
         ]
 
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard", default_interval=Duration.hours(3))
@@ -206,6 +262,77 @@ class Observability(Construct):
                     agent.runtime.metric_total_errors(period=ONE_MINUTE, statistic="Sum"),
                 ],
                 right=[agent.runtime.metric_latency(period=ONE_MINUTE, statistic="p99")],
+                width=12,
+            ),
+        )
+        self._agent_widgets(settings)
+
+    def _turn_latency_alarm(self, settings: ObservabilitySettings) -> None:
+        """p95 turn latency over every transport, above the threshold for 3 of 5 minutes."""
+        turn = functools.partial(
+            agent_metric, agent_telemetry.MetricName.TURN_LATENCY, pipeline=settings.agent_pipeline
+        )
+        self.turn_latency_p95 = cloudwatch.MathExpression(
+            expression=f"IF(turns >= {MIN_TURNS_FOR_PERCENTILE}, p95, 0)",
+            using_metrics={"p95": turn("p95"), "turns": turn("SampleCount")},
+            label="Turn latency p95 (ms)",
+            period=ONE_MINUTE,
+        )
+        self.turn_latency_alarm = self.turn_latency_p95.create_alarm(
+            self,
+            "TurnLatencyP95",
+            alarm_description=f"The agent's p95 turn latency (user stopped speaking -> bot's first audio) was above "
+            f"{settings.turn_latency_p95_ms} ms for 3 of 5 minutes with at least {MIN_TURNS_FOR_PERCENTILE} turns a "
+            "minute: callers wait too long for answers; the dashboard's breakdown and per-service TTFB say where "
+            "the time goes (threshold: turnLatencyAlarmP95Ms)",
+            threshold=settings.turn_latency_p95_ms,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=5,
+            datapoints_to_alarm=3,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+
+    def _agent_widgets(self, settings: ObservabilitySettings) -> None:
+        """Turn latency, time to first word and the services' share, from the agent's EMF metrics."""
+        names = agent_telemetry.MetricName
+        pipeline = settings.agent_pipeline
+        metric = functools.partial(agent_metric, pipeline=pipeline)
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title=f"Turn latency, user stopped speaking -> bot speaks (ms, {pipeline})",
+                left=[
+                    metric(names.TURN_LATENCY, "p50", label="p50"),
+                    metric(names.TURN_LATENCY, "p95", label="p95"),
+                    *(
+                        metric(names.TURN_LATENCY, "p95", label=f"p95 ({transport})", transport=transport)
+                        for transport in agent_telemetry.TRANSPORTS
+                    ),
+                ],
+                left_annotations=[
+                    cloudwatch.HorizontalAnnotation(value=settings.turn_latency_p95_ms, label="p95 alarm")
+                ],
+                right=[metric(names.TURN_LATENCY, "SampleCount", label="Turns")],
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title=f"Time to first word, client connected -> greeting (ms, {pipeline})",
+                left=[
+                    metric(names.TIME_TO_FIRST_WORD, "p50", label="p50"),
+                    metric(names.TIME_TO_FIRST_WORD, "p95", label="p95"),
+                ],
+                right=[metric(names.TIME_TO_FIRST_WORD, "SampleCount", label="Calls greeted")],
+                width=12,
+            ),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Service time to first byte p95, per service (ms)",
+                left=[per_service(names.SERVICE_TTFB, "p95", pipeline=pipeline)],
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="Service processing time p95, per service (ms)",
+                left=[per_service(names.SERVICE_PROCESSING, "p95", pipeline=pipeline)],
                 width=12,
             ),
         )

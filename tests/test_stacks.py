@@ -25,11 +25,13 @@ from cfnlint.api import ManualArgs, lint_file
 from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
+from agent import telemetry as agent_telemetry
 from broker.services import AWS_SERVICES
 from broker.sizing import recommended_channel_count
 from broker.telemetry import METRICS_NAMESPACE, SERVICE_DIMENSION, SERVICE_NAME, MetricName
 from stacks.builder import build_app
 from stacks.config import AppConfig
+from stacks.observability import MIN_TURNS_FOR_PERCENTILE
 from stacks.turn_pool import (
     CHANNELS_PER_STACK,
     CREATION_BATCH,
@@ -55,6 +57,7 @@ EXTERNAL_IDP_CONTEXT = {
     "jwtIssuerUrl": "https://login.example.com/tenant",
     "jwtAudience": ["web-client", "mobile-client"],
     "allowedOrigins": ["https://voice.example.com", "http://localhost:7860"],
+    "turnLatencyAlarmP95Ms": 1800,
 }
 
 
@@ -436,6 +439,7 @@ def test_runtime_environment_lifecycle_and_tracing(default_app: Synthesized) -> 
                 "AGENT_PIPELINE": "nova-sonic",
                 "AGENT_NOVA_SONIC_MODEL_ID": CDK_CONTEXT["novaSonicModelId"],
                 "AGENT_BEDROCK_MODEL_ID": CDK_CONTEXT["bedrockModelId"],
+                "AGENT_METRICS": "emf",
             },
             "LifecycleConfiguration": {
                 "IdleRuntimeSessionTimeout": CDK_CONTEXT["idleSessionTimeoutSeconds"],
@@ -680,14 +684,19 @@ def test_stage_is_throttled_and_access_logged(default_app: Synthesized) -> None:
 # --- Observability and outputs ---------------------------------------------------------------
 
 
-def test_the_throttle_alarm_fires_above_the_rate_the_pool_was_sized_for(default_app: Synthesized) -> None:
-    alarms = [
-        alarm["Properties"]
-        for alarm in resources(default_app, "AWS::CloudWatch::Alarm").values()
+def math_alarms(synth: Synthesized) -> dict[frozenset[str], dict[str, Any]]:
+    """The metric-math alarms, by the ids of their queries."""
+    return {
+        frozenset(query["Id"] for query in alarm["Properties"]["Metrics"]): alarm["Properties"]
+        for alarm in resources(synth, "AWS::CloudWatch::Alarm").values()
         if "Metrics" in alarm["Properties"]
-    ]
-    assert len(alarms) == 1
-    alarm = alarms[0]
+    }
+
+
+def test_the_throttle_alarm_fires_above_the_rate_the_pool_was_sized_for(default_app: Synthesized) -> None:
+    alarms = math_alarms(default_app)
+    assert len(alarms) == 2  # throttles per call, and the agent's turn latency
+    alarm = next(alarm for ids, alarm in alarms.items() if "throttles" in ids)
     assert alarm["Threshold"] == CDK_CONTEXT["maxThrottleRate"]
     assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
     by_id = {query["Id"]: query for query in alarm["Metrics"]}
@@ -729,6 +738,85 @@ def test_alarms_watch_the_metrics_the_broker_emits(default_app: Synthesized) -> 
         "AWS::CloudWatch::Alarm", {"MetricName": MetricName.REQUEST_LATENCY, "ExtendedStatistic": "p99"}
     )
     default_app.template.resource_count_is("AWS::CloudWatch::Dashboard", 1)
+
+
+@pytest.mark.parametrize(("app", "pipeline"), [("default_app", "nova-sonic"), ("external_idp_app", "cascade")])
+def test_the_turn_latency_alarm_reads_the_agents_p95_with_the_threshold_from_context(
+    app: str, pipeline: str, request: pytest.FixtureRequest
+) -> None:
+    synth: Synthesized = request.getfixturevalue(app)
+    context = {**CDK_CONTEXT, **(EXTERNAL_IDP_CONTEXT if app == "external_idp_app" else {})}
+    alarm = math_alarms(synth)[frozenset({"p95", "turns", "expr_1"})]
+    assert alarm["Threshold"] == context["turnLatencyAlarmP95Ms"]
+    assert (alarm["ComparisonOperator"], alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (
+        "GreaterThanThreshold",
+        5,
+        3,
+    )
+    assert alarm["TreatMissingData"] == "notBreaching"
+    by_id = {query["Id"]: query for query in alarm["Metrics"]}
+    assert by_id["expr_1"]["Expression"] == f"IF(turns >= {MIN_TURNS_FOR_PERCENTILE}, p95, 0)"
+    for query, statistic in (("p95", "p95"), ("turns", "SampleCount")):
+        stat = by_id[query]["MetricStat"]
+        assert (stat["Stat"], stat["Period"]) == (statistic, 60)
+        assert stat["Metric"] == {
+            "Namespace": agent_telemetry.METRICS_NAMESPACE,
+            "MetricName": agent_telemetry.MetricName.TURN_LATENCY,
+            # The pipeline-only series: one percentile over every transport.
+            "Dimensions": [{"Name": agent_telemetry.PIPELINE_DIMENSION, "Value": pipeline}],
+        }
+        assert by_id[query]["ReturnData"] is False
+
+
+def dashboard_widgets(synth: Synthesized) -> list[dict[str, Any]]:
+    """The dashboard's widgets, from its body (a Fn::Join of literals and references)."""
+    body = only(synth, "AWS::CloudWatch::Dashboard")[1]["Properties"]["DashboardBody"]
+    parts = body["Fn::Join"][1] if isinstance(body, dict) else [body]
+    text = "".join(part if isinstance(part, str) else "REF" for part in parts)
+    widgets: list[dict[str, Any]] = json.loads(text)["widgets"]
+    return widgets
+
+
+def test_the_dashboard_shows_turn_latency_time_to_first_word_and_each_services_share(
+    default_app: Synthesized,
+) -> None:
+    by_title = {
+        widget["properties"].get("title", ""): widget["properties"] for widget in dashboard_widgets(default_app)
+    }
+    names = agent_telemetry.MetricName
+    namespace, pipeline = agent_telemetry.METRICS_NAMESPACE, CDK_CONTEXT["agentPipeline"]
+
+    def graphed(title_start: str) -> list[list[Any]]:
+        (properties,) = [props for title, props in by_title.items() if title.startswith(title_start)]
+        metrics: list[list[Any]] = properties["metrics"]
+        return metrics
+
+    turn = graphed("Turn latency")
+    rollup = [namespace, names.TURN_LATENCY, agent_telemetry.PIPELINE_DIMENSION, pipeline]
+    assert {(m[-1]["stat"], m[-1]["label"]) for m in turn if m[:4] == rollup and len(m) == 5} >= {
+        ("p50", "p50"),
+        ("p95", "p95"),
+        ("SampleCount", "Turns"),
+    }
+    per_transport = {m[5] for m in turn if m[:2] == [namespace, names.TURN_LATENCY] and len(m) == 7}
+    assert per_transport == set(agent_telemetry.TRANSPORTS)
+    (properties,) = [props for title, props in by_title.items() if title.startswith("Turn latency")]
+    assert properties["annotations"]["horizontal"][0]["value"] == CDK_CONTEXT["turnLatencyAlarmP95Ms"]
+    first_word = graphed("Time to first word")
+    assert {m[-1]["stat"] for m in first_word if m[1] == names.TIME_TO_FIRST_WORD} == {"p50", "p95", "SampleCount"}
+    for metric_name in (names.SERVICE_TTFB, names.SERVICE_PROCESSING):
+        searches = [
+            m[0]["expression"]
+            for props in by_title.values()
+            for m in props.get("metrics", [])
+            if "expression" in m[0] and metric_name in m[0]["expression"]
+        ]
+        assert searches == [
+            f'SEARCH(\'{{{namespace},pipeline,service}} MetricName="{metric_name}" pipeline="{pipeline}"\', '
+            "'p95', 60)"
+        ]
+    alarms = next(props for props in by_title.values() if props.get("title") == "Alarms")
+    assert len(alarms["alarms"]) == 5
 
 
 def test_outputs(default_app: Synthesized) -> None:

@@ -37,6 +37,8 @@ def test_cdk_json_defaults_give_a_valid_config() -> None:
     assert config.agent_runtime.pipeline is AgentPipeline.NOVA_SONIC
     assert config.broker_api.jwt is None
     assert config.broker_api.allowed_origins == ("http://localhost:7860",)
+    assert config.observability.turn_latency_p95_ms == 2000
+    assert config.observability.agent_pipeline == "nova-sonic"
 
 
 def test_command_line_strings_are_parsed_like_cdk_json_values() -> None:
@@ -51,6 +53,7 @@ def test_command_line_strings_are_parsed_like_cdk_json_values() -> None:
         jwtAudience="web,mobile",
         turnCredentialReuse="shared",
         agentPipeline="cascade",
+        turnLatencyAlarmP95Ms="1200",
     )
     assert config.turn_pool.peak_sessions_per_sec == 12.5
     assert config.turn_pool.calls_per_session == 1
@@ -62,6 +65,8 @@ def test_command_line_strings_are_parsed_like_cdk_json_values() -> None:
     assert config.broker_api.jwt.audience == ("web", "mobile")
     assert config.turn_pool.credential_reuse is CredentialReuse.SHARED
     assert config.agent_runtime.pipeline is AgentPipeline.CASCADE
+    assert config.observability.turn_latency_p95_ms == 1200
+    assert config.observability.agent_pipeline == "cascade"  # the dimension the agent's metrics carry
 
 
 def test_channel_count_null_means_sized_from_the_peak() -> None:
@@ -97,6 +102,10 @@ def test_channel_count_null_means_sized_from_the_peak() -> None:
         ({"idleSessionTimeoutSeconds": 7200, "maxSessionLifetimeSeconds": 3600}, "idleSessionTimeoutSeconds", "longer"),
         ({"pollyVoiceId": "matthew; rm"}, "pollyVoiceId", "invalid"),
         ({"stackName": "1-starts-with-a-digit"}, "stackName", "invalid"),
+        ({"turnLatencyAlarmP95Ms": "fast"}, "turnLatencyAlarmP95Ms", "whole number"),
+        ({"turnLatencyAlarmP95Ms": 1500.5}, "turnLatencyAlarmP95Ms", "whole number"),
+        ({"turnLatencyAlarmP95Ms": 50}, "turnLatencyAlarmP95Ms", "between 100 and 60000"),
+        ({"turnLatencyAlarmP95Ms": None}, "turnLatencyAlarmP95Ms", "is missing"),
     ],
 )
 def test_bad_context_names_the_key_and_how_to_set_it(overrides: dict[str, Any], key: str, fragment: str) -> None:
