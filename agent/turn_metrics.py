@@ -160,6 +160,10 @@ class TurnMetrics:
         write: Where EMF documents go, one line each (default: stdout).
         clock: Unix time, for the documents' timestamps.
         on_turn: Also receives each turn's figures (e.g. to send them to the client).
+
+    Attributes:
+        observers: Pipecat's ``UserBotLatencyObserver`` and ``ServiceMetricsObserver``, and a
+            :class:`ProcessingTimeObserver`, wired to this call's figures.
     """
 
     def __init__(
