@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from agent.bot import BotPipeline
 from agent.config import AgentConfig
@@ -40,6 +41,14 @@ from pipecat.processors.aggregators.llm_response_universal import (
 
 from agent.pipelines.common import silero_vad
 
+ENDPOINT_VARIABLE: Final = "AWS_ENDPOINT_URL_BEDROCK_RUNTIME"
+"""The AWS SDKs' service-specific endpoint variable for Bedrock runtime.
+
+botocore honours it; smithy's Bedrock runtime client under Nova Sonic does not, so the builder reads
+it. A local stand-in (or a closed loopback port, in ``bench.cold_start``) then receives the model
+sessions instead of AWS.
+"""
+
 
 class BridgedCredentialsResolver(IdentityResolver[AWSCredentialsIdentity, AWSIdentityProperties]):
     """A smithy identity resolver that asks a :class:`CredentialBridge` on every signing."""
@@ -67,10 +76,13 @@ class BridgedNovaSonicLLMService(AWSNovaSonicLLMService):
     Args:
         bridge: Source of the credentials.
         region: Region of Bedrock.
+        endpoint_uri: Bedrock runtime's URL (default: the region's public endpoint).
         **kwargs: Passed to ``AWSNovaSonicLLMService`` (settings, audio config ...).
     """
 
-    def __init__(self, *, bridge: CredentialBridge, region: str, **kwargs: Any) -> None:
+    def __init__(
+        self, *, bridge: CredentialBridge, region: str, endpoint_uri: str | None = None, **kwargs: Any
+    ) -> None:
         initial = bridge.current()
         super().__init__(
             access_key_id=initial.access_key_id,
@@ -81,11 +93,12 @@ class BridgedNovaSonicLLMService(AWSNovaSonicLLMService):
         )
         self._bridge = bridge
         self._bedrock_region = region
+        self._endpoint_uri = endpoint_uri or f"https://bedrock-runtime.{region}.amazonaws.com"
 
     def create_client(self) -> BedrockRuntimeClient:
         """Create a Bedrock runtime client that resolves credentials through the bridge."""
         config = Config(
-            endpoint_uri=f"https://bedrock-runtime.{self._bedrock_region}.amazonaws.com",
+            endpoint_uri=self._endpoint_uri,
             region=self._bedrock_region,
             aws_credentials_identity_resolver=BridgedCredentialsResolver(self._bridge),
             auth_schemes={ShapeID("aws.auth#sigv4"): SigV4AuthScheme(service="bedrock")},
@@ -102,6 +115,8 @@ def _default_bridge(refresh_margin: float) -> CredentialBridge:
 def build_nova_sonic(config: AgentConfig, *, bridge: CredentialBridge | None = None) -> BotPipeline:
     """Silero VAD (user turns) -> Nova Sonic speech to speech.
 
+    The model sessions go to :data:`ENDPOINT_VARIABLE` when it is set, else to the region's endpoint.
+
     Args:
         config: Region, model id, voice, system prompt and greeting.
         bridge: Credentials (default: the boto3 default chain, renewed before expiry).
@@ -115,6 +130,7 @@ def build_nova_sonic(config: AgentConfig, *, bridge: CredentialBridge | None = N
     llm = BridgedNovaSonicLLMService(
         bridge=bridge,
         region=config.region,
+        endpoint_uri=os.environ.get(ENDPOINT_VARIABLE) or None,
         settings=AWSNovaSonicLLMService.Settings(
             model=config.nova_sonic_model_id,
             voice=config.effective_voice,
