@@ -1,13 +1,17 @@
 """A real browser (Debian's headless Chromium, driven by Playwright) calls the local system.
 
 Chromium's fake microphone plays a WAV of espeak-ng saying "how are you". Playwright never downloads a
-browser: it drives /usr/bin/chromium. Screenshots are saved under artifacts/.
+browser: it drives /usr/bin/chromium. Screenshots are saved under artifacts/. The page's own
+measurements (its steps, first word, turn latency) and its error messages are checked here too.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import re
+import socket
+import time
+import urllib.request
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,16 +22,15 @@ import pytest
 from playwright.sync_api import Browser, sync_playwright
 
 from agent.local_speech import reply_to
+from bench.browser_calls import QUIET_FLAGS, chromium_path, fake_microphone_flags, write_microphone_wav
 from local.call_client import PEER_RATE, espeak_pcm
 from tests.local_support import ROOT, RunningStack, running_stack
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = chromium_path()
 ARTIFACTS = ROOT / "artifacts"
-# As the machine's notes say: no background traffic, which this closed network refuses anyway.
-QUIET = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"]  # fmt: skip
+QUIET = list(QUIET_FLAGS)
 CAPTURE_PEER_CONNECTIONS = """(() => {
   const Original = window.RTCPeerConnection;
   window.__peerConnections = [];
@@ -63,7 +66,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+def playwright_driver() -> Iterator[Any]:
+    with sync_playwright() as playwright:
+        yield playwright
+
+
+@pytest.fixture(scope="module")
+def browser(playwright_driver: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     speech = np.concatenate(
         [np.zeros(PEER_RATE, np.int16), espeak_pcm("how are you", PEER_RATE), np.zeros(3 * PEER_RATE, np.int16)]
     )
@@ -78,10 +87,9 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={microphone}",
     ]
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=QUIET + fake_microphone)
-        yield launched
-        launched.close()
+    launched = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=QUIET + fake_microphone)
+    yield launched
+    launched.close()
 
 
 def screenshot(page: Any, name: str) -> Path:
@@ -176,3 +184,139 @@ def test_a_browser_call_outlives_its_turn_credentials(short_lived_stack: Running
     finally:
         screenshot(page, "local-long-call.png")
         page.close()
+
+
+@pytest.fixture(scope="module")
+def browser_once(playwright_driver: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    """Chromium whose fake microphone says "how are you" once, four seconds in (after the greeting)."""
+    wav = write_microphone_wav(tmp_path_factory.mktemp("media") / "once.wav", "how are you")
+    launched = playwright_driver.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=QUIET + fake_microphone_flags(wav)
+    )
+    yield launched
+    launched.close()
+
+
+def test_the_page_shows_each_step_and_measures_first_word_and_turn_latency(
+    stack: RunningStack, browser_once: Browser
+) -> None:
+    page = browser_once.new_page()
+    try:
+        page.goto(f"{stack.url}/offline/")
+        page.get_by_role("button", name="Connect", exact=True).click()
+        page.wait_for_function("document.getElementById('bot-state').textContent === 'speaking'", timeout=30_000)
+        page.wait_for_function("window.callTimeline.turns.length > 0", timeout=30_000)
+        timeline = page.evaluate("window.callTimeline")
+        steps = page.eval_on_selector_all("#steps li", "items => items.map(li => [li.dataset.step, li.className])")
+        print(f"\npage: first word {page.inner_text('#first-word')}, last turn {page.inner_text('#turn-latency')}")
+        assert all(state == "done" for _, state in steps), steps
+        # Each step after the one it needs, and the first word only once media flows.
+        assert timeline["click"] < timeline["session"] and timeline["click"] < timeline["microphone"]
+        assert max(timeline["session"], timeline["microphone"]) < timeline["media"] < timeline["firstWord"]
+        assert re.fullmatch(r"\d+ ms", page.inner_text("#first-word"))
+        assert re.fullmatch(r"\d+ ms", page.inner_text("#turn-latency"))
+        turn = timeline["turns"][0]
+        # The agent answers after the caller stopped, by at least its VAD's end-of-speech wait (0.5 s).
+        assert turn["agentStartedAt"] - turn["callerStoppedAt"] == pytest.approx(turn["latencyMs"])
+        assert turn["latencyMs"] > 500
+        assert timeline["microphonePeak"] > 0.01  # the meter heard the fake microphone speak
+        assert page.is_hidden("#error")
+    finally:
+        screenshot(page, "local-offline-page.png")
+        page.close()
+
+
+def test_a_refused_microphone_is_explained(
+    stack: RunningStack, playwright_driver: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # A fake microphone exists, but nobody grants it: headless Chromium denies the permission prompt.
+    wav = write_microphone_wav(tmp_path_factory.mktemp("media") / "refused.wav", "hello")
+    flags = [flag for flag in fake_microphone_flags(wav) if flag != "--use-fake-ui-for-media-stream"]
+    refusing = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=QUIET + flags)
+    try:
+        page = refusing.new_page()
+        page.goto(f"{stack.url}/offline/")
+        page.get_by_role("button", name="Connect", exact=True).click()
+        page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+        assert "Microphone access was refused" in page.inner_text("#error")
+        assert page.get_attribute('#steps [data-step="microphone"]', "class") == "failed"
+        assert page.inner_text("#status") == "disconnected"
+        assert page.is_enabled("#connect")  # try again once allowed
+        screenshot(page, "local-offline-microphone-refused.png")
+    finally:
+        refusing.close()
+
+
+def emulator_admin(stack: RunningStack, action: str, body: dict[str, Any]) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{stack.ports['kvs']}/_emulator/{action}", data=json.dumps(body).encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
+def test_a_busy_service_says_when_to_try_again(stack: RunningStack, browser_once: Browser) -> None:
+    # Every channel throttled: the broker's pool is exhausted and /start answers 503 with Retry-After.
+    emulator_admin(stack, "faults", {"operation": "GetIceServerConfig", "kind": "throttle", "count": 60})
+    page = browser_once.new_page()
+    try:
+        page.goto(f"{stack.url}/offline/")
+        page.get_by_role("button", name="Connect", exact=True).click()
+        page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+        error = page.inner_text("#error")
+        assert "busy" in error and "HTTP 503" in error
+        seconds = int(re.search(r"Try again in (\d+) s", error).group(1))  # type: ignore[union-attr]
+        assert page.get_attribute('#steps [data-step="session"]', "class") == "failed"
+        screenshot(page, "local-offline-busy.png")
+        assert page.is_disabled("#connect")  # held for Retry-After, with a countdown
+        emulator_admin(stack, "reset", {})
+        began = time.monotonic()
+        page.wait_for_selector("#connect:enabled", timeout=(seconds + 5) * 1000)
+        assert time.monotonic() - began <= seconds + 1
+        page.get_by_role("button", name="Connect", exact=True).click()  # and now the call goes through
+        page.wait_for_function("window.callTimeline.firstWord !== undefined", timeout=30_000)
+        assert page.is_hidden("#error")
+    finally:
+        emulator_admin(stack, "reset", {})
+        page.close()
+
+
+RELAY_ONLY = """(() => {
+  const Original = window.RTCPeerConnection;
+  window.RTCPeerConnection = class extends Original {
+    constructor(config, ...rest) { super({...(config || {}), iceTransportPolicy: "relay"}, ...rest); }
+  };
+})();"""
+
+
+def test_an_unreachable_relay_is_explained(stack: RunningStack, browser_once: Browser) -> None:
+    # A network where only the TURN relay could carry media, and the relay cannot be reached: the
+    # browser may use relay candidates only, and /start's TURN URLs point at a port nothing serves.
+    closed = free_udp_port()
+
+    def unreachable_relay(route: Any) -> None:
+        answer = route.fetch()
+        body = answer.json()
+        for server in body["iceConfig"]["iceServers"]:
+            server["urls"] = [re.sub(r":\d+\?", f":{closed}?", url) for url in server["urls"]]
+        route.fulfill(response=answer, json=body)
+
+    page = browser_once.new_page()
+    try:
+        page.add_init_script(RELAY_ONLY)
+        page.route("**/start", unreachable_relay)
+        page.goto(f"{stack.url}/offline/")
+        page.get_by_role("button", name="Connect", exact=True).click()
+        page.wait_for_selector("#error:not([hidden])", timeout=40_000)
+        assert "ICE failed" in page.inner_text("#error")
+        assert page.get_attribute('#steps [data-step="media"]', "class") == "failed"
+        assert page.inner_text("#status") == "disconnected"
+        screenshot(page, "local-offline-ice-failed.png")
+    finally:
+        page.close()
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -12,7 +12,7 @@ import { SmallWebRTCTransport, WavMediaManager } from "@pipecat-ai/small-webrtc-
 // TURN servers refuse to refresh an allocation once its credentials have expired, so a long call
 // moves to a new peer connection with fresh credentials this long before they expire.
 const REFRESH_BEFORE_SECONDS = 10;
-const CONNECT_TIMEOUT_MS = 20_000;
+const CONNECT_TIMEOUT_MS = 15_000;
 // A measuring knob, not a setting: `?ice=gather` makes each offer wait for ICE gathering to complete
 // (up to 2 s in the transport) instead of trickling candidates, to compare the two in one run.
 const WAIT_FOR_ICE_GATHERING = new URLSearchParams(window.location.search).get("ice") === "gather";
@@ -30,8 +30,9 @@ let timeline = null;
 
 /** An error the page explains in words: what happened and what to do. */
 class CallError extends Error {
-  constructor(message, { retryAfterSeconds = null } = {}) {
+  constructor(message, { step = "media", retryAfterSeconds = null } = {}) {
     super(message);
+    this.step = step; // the step of #steps that failed
     this.retryAfterSeconds = retryAfterSeconds;
   }
 }
@@ -54,26 +55,26 @@ function mark(name, at = performance.now()) {
   if (!timeline || timeline[name] !== undefined) return;
   timeline[name] = at;
   const step = document.querySelector(`#steps [data-step="${name}"]`);
-  if (step) {
-    step.className = "done";
-    step.querySelector(".ms").textContent = `${Math.round(at - timeline.click)} ms`;
-    const next = step.nextElementSibling;
-    if (next && next.className === "") next.className = "active";
-  }
+  if (!step) return;
+  step.className = "done";
+  step.querySelector(".ms").textContent = `${Math.round(at - timeline.click)} ms`;
+  // The session and the microphone are opened together; each later step waits for all before it.
+  const pending = [...document.querySelectorAll("#steps li")].find((li) => li.className !== "done");
+  if (pending && pending.className === "") pending.className = "active";
 }
 
-function failStep(message) {
-  const active = document.querySelector("#steps .active");
-  if (active) active.className = "failed";
+function failStep(message, name) {
+  const step = document.querySelector(`#steps [data-step="${name}"]`) ?? document.querySelector("#steps .active");
+  if (step) step.className = "failed";
   showError(message);
 }
 
 function resetSteps() {
   for (const step of document.querySelectorAll("#steps li")) {
-    step.className = "";
+    const first = step.dataset.step === "session" || step.dataset.step === "microphone";
+    step.className = first ? "active" : "";
     step.querySelector(".ms").textContent = "";
   }
-  document.querySelector('#steps [data-step="session"]').className = "active";
 }
 
 function setBotState(state) {
@@ -90,13 +91,15 @@ async function startSession() {
       body: JSON.stringify({ transport: "webrtc" }),
     });
   } catch (error) {
-    throw new CallError(`The call service cannot be reached (${error.message}). Check your network and try again.`);
+    throw new CallError(`The call service cannot be reached (${error.message}). Check your network and try again.`, {
+      step: "session",
+    });
   }
   if (started.status === 503) {
     const seconds = Math.max(1, Number.parseInt(started.headers.get("Retry-After") ?? "5", 10) || 5);
     throw new CallError(
       `The service is busy right now (HTTP 503: no TURN relay or agent capacity). Try again in ${seconds} s.`,
-      { retryAfterSeconds: seconds },
+      { step: "session", retryAfterSeconds: seconds },
     );
   }
   if (!started.ok) {
@@ -107,7 +110,9 @@ async function startSession() {
       // not JSON: the status says enough
     }
     const hint = started.status === 401 || started.status === 403 ? " Sign in again, then Connect." : "";
-    throw new CallError(`The call could not start (HTTP ${started.status}${detail ? `: ${detail}` : ""}).${hint}`);
+    throw new CallError(`The call could not start (HTTP ${started.status}${detail ? `: ${detail}` : ""}).${hint}`, {
+      step: "session",
+    });
   }
   // {sessionId, iceConfig: {iceServers}}: TURN credentials minted from the KVS channel pool.
   return started.json();
@@ -135,9 +140,11 @@ async function checkMicrophone() {
     const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
     for (const track of stream.getTracks()) track.stop();
   } catch (error) {
-    throw new CallError(explainMicrophoneError(error));
+    throw new CallError(explainMicrophoneError(error), { step: "microphone" });
   }
-  throw new CallError("The microphone could not be opened. Check it, then click Connect again.");
+  throw new CallError("The microphone could not be opened. Check it, then click Connect again.", {
+    step: "microphone",
+  });
 }
 
 // TURN REST usernames are "<expiry epoch seconds>:<id>" (KVS's and coturn's alike).
@@ -196,6 +203,7 @@ function watchMicrophone(track) {
   meter(track, (type, value) => {
     if (type === "level") {
       element("mic-level").value = Math.min(1, value * 5);
+      timeline.microphonePeak = Math.max(timeline.microphonePeak, value);
     } else if (type === "end") {
       timeline.callerStoppedAt = value;
     } else if (type === "onset") {
@@ -229,6 +237,10 @@ function stopAudioAnalysis() {
 
 // ---- The call -------------------------------------------------------------------------------------
 
+const ICE_FAILED =
+  "The media connection failed: the browser could not reach the agent through the TURN relay (ICE failed). " +
+  "Your network may block UDP and TCP to the relay; try another network, then click Connect again.";
+
 function newTransport() {
   const transport = new SmallWebRTCTransport({
     mediaManager: new WavMediaManager(),
@@ -245,10 +257,7 @@ function newTransport() {
     peerConnection.addEventListener("connectionstatechange", () => {
       if (peerConnection.connectionState === "connected") mark("media");
       if (peerConnection.connectionState === "failed" && transport.pc === peerConnection) {
-        failStep(
-          "The media connection failed: the browser could not reach the agent through the TURN relay (ICE failed). " +
-            "Your network may block UDP and TCP to the relay; try another network, then click Connect again.",
-        );
+        failStep(ICE_FAILED, "media");
         client?.disconnect();
       }
     });
@@ -258,12 +267,13 @@ function newTransport() {
 }
 
 async function connect() {
-  timeline = { click: performance.now(), turns: [], callerStoppedAt: null };
+  timeline = { click: performance.now(), turns: [], callerStoppedAt: null, microphonePeak: 0 };
   window.callTimeline = timeline;
   resetSteps();
   showError("");
   element("first-word").textContent = "–";
   element("turn-latency").textContent = "–";
+  element("turn-breakdown").textContent = "";
   setStatus("starting");
   const transport = newTransport();
   client = new PipecatClient({
@@ -280,11 +290,17 @@ async function connect() {
       onDisconnected: () => {
         clearTimeout(refreshTimer);
         stopAudioAnalysis();
-        setBotState("—");
+        setBotState("–");
         setStatus("disconnected");
       },
       onBotStartedSpeaking: () => setBotState("speaking"),
       onBotStoppedSpeaking: () => setBotState("listening"),
+      onServerMessage: (data) => {
+        // The agent's own measure of each turn (Pipecat's latency observer): where its share went.
+        if (data?.type !== "turn-metrics" || data.TurnLatencyMs === undefined) return;
+        const parts = Object.entries(data.breakdownMs ?? {}).map(([part, ms]) => `${part.replaceAll("_", " ")} ${Math.round(ms)}`);
+        element("turn-breakdown").textContent = `agent ${Math.round(data.TurnLatencyMs)} ms: ${parts.join(", ")}`;
+      },
       onUserTranscript: (data) => data.final && log(`you: ${data.text}`),
       onBotTtsText: (data) => log(`agent: ${data.text}`),
       onTrackStarted: (track, participant) => {
@@ -317,11 +333,17 @@ async function connect() {
   ]);
   watchMicrophone(client.tracks().local.audio);
   setStatus("connecting");
+  // Chromium leaves ICE "checking" for long when no candidate pair can work: stop waiting after a while,
+  // and say which side was missing (the agent's answer, or a media path to it).
   const timeout = new Promise((_, reject) => {
-    setTimeout(
-      () => reject(new CallError(`The agent did not answer within ${CONNECT_TIMEOUT_MS / 1000} s. Try again.`)),
-      CONNECT_TIMEOUT_MS,
-    );
+    setTimeout(() => {
+      const answered = Boolean(transport.pc?.remoteDescription);
+      const waited = `${CONNECT_TIMEOUT_MS / 1000} s`;
+      const message = answered
+        ? `${ICE_FAILED} (No media path within ${waited}.)`
+        : `The agent did not answer within ${waited}. Try again.`;
+      reject(new CallError(message));
+    }, CONNECT_TIMEOUT_MS);
   });
   try {
     await Promise.race([
@@ -362,7 +384,8 @@ function holdConnect(seconds) {
 
 element("connect").addEventListener("click", () => {
   connect().catch((error) => {
-    failStep(error instanceof CallError ? error.message : `The call failed: ${error?.message ?? error}`);
+    if (error instanceof CallError) failStep(error.message, error.step);
+    else failStep(`The call failed: ${error?.message ?? error}`);
     client?.disconnect();
     stopAudioAnalysis();
     setStatus("disconnected");
