@@ -7,6 +7,7 @@ import sys
 from collections.abc import Mapping
 from typing import Final
 
+import uvicorn
 from loguru import logger as loguru_logger
 
 from agent.config import AgentConfig
@@ -36,7 +37,19 @@ def configure_logging(level: str) -> None:
 
 
 def main() -> int:
-    """Read the configuration, check the pipeline by building it once, then serve until stopped."""
+    """Read the configuration and serve until stopped.
+
+    The first call's pipeline is built while the server starts (see :func:`agent.server.create_app`);
+    when it cannot be built, the server stops and the exit status is 2 for a configuration error
+    (the log says what to set or install), 1 for anything else.
+    """
+    failures: list[BaseException] = []
+
+    def stop(failure: BaseException) -> None:
+        # Called from the thread that built the first call's pipeline, which the server below starts.
+        failures.append(failure)
+        server.should_exit = True
+
     try:
         config = AgentConfig.from_env()
         configure_logging(config.log_level)
@@ -45,18 +58,20 @@ def main() -> int:
 
         if config.ice_host_candidates == "loopback":
             gather_loopback_host_candidates_only()
-        app = create_app(config)
-        if config.pipeline == "local":
-            from agent.local_speech import shared_decoder  # noqa: PLC0415
-
-            shared_decoder()  # load the recognizer now, not while the first call connects
+        app = create_app(config, on_pipeline_failure=stop)
     except ConfigurationError as exc:
         print(f"agent: configuration error: {exc}", file=sys.stderr)
         return 2
+    # What BedrockAgentCoreApp.run() does, keeping the server to stop it when no pipeline can be built.
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=config.host, port=config.port, access_log=False, log_level="warning")
+    )
     logging.getLogger(__name__).info(
         "serving the %s pipeline on http://%s:%d", config.pipeline, config.host, config.port
     )
-    app.run(port=config.port, host=config.host)
+    server.run()
+    if failures:
+        return 2 if isinstance(failures[0], ConfigurationError) else 1
     return 0
 
 

@@ -3,30 +3,36 @@
 Each answered call registers an AgentCore async task for as long as it runs, so ``/ping`` reports
 ``HealthyBusy`` during a call and ``Healthy`` once the peer has left, and AgentCore keeps the session
 alive exactly as long as someone is talking to the agent.
+
+An offer is answered before its call's pipeline exists: this module imports the server and WebRTC
+only, and the pipelines' Pipecat services load in a worker thread from the moment the server starts
+(see :class:`~agent.pipelines.CallPipelines`), because a fresh process starts for every AgentCore
+session and its first answer is part of the caller's wait.
 """
 
 from __future__ import annotations
 
-import functools
+import concurrent.futures
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from bedrock_agentcore import BedrockAgentCoreApp
-from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
-from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 from starlette.middleware import Middleware
 
-from agent.bot import BotPipeline, run_bot
 from agent.calls import CallManager
 from agent.config import AgentConfig
 from agent.exceptions import ConfigurationError, IceServersUnavailableError, PayloadError
 from agent.ice import BrokerIceServers, IceServerProvider, no_ice_servers
 from agent.payloads import CandidatesRequest, Event, error_event, parse_request, status_event
-from agent.pipelines import PipelineBuilder, pipeline_builder
+from agent.pipelines import CallPipelines, PipelineBuilder
 from broker.exceptions import BrokerError
+
+if TYPE_CHECKING:
+    from agent.bot import BotPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -121,19 +127,22 @@ def default_ice_servers(config: AgentConfig) -> IceServerProvider:
         raise ConfigurationError(f"{exc} (or set AGENT_ICE_SERVERS=none for host candidates only)") from exc
 
 
-CallWithPipeline = Callable[[BotPipeline, SmallWebRTCConnection], Awaitable[None]]
+CallRunner = Callable[[SmallWebRTCConnection], Awaitable[None]]
+PipelineFailureHook = Callable[[BaseException], None]
+PIPELINE_READY: Final = "the first call's %s pipeline is ready"
+"""What the agent logs (INFO, with the pipeline's name) once its first call's pipeline is built."""
 
 
 async def serve_request(
-    calls: CallManager, payload: object, *, new_pipeline: Callable[[], BotPipeline], run_call: CallWithPipeline
+    calls: CallManager, payload: object, *, pipeline: str, run_call: CallRunner
 ) -> AsyncIterator[Event]:
     """Serve one invocation: validate, then answer an offer or add candidates.
 
     Args:
         calls: The process's calls.
         payload: The invocation's JSON payload.
-        new_pipeline: Builds the pipeline of a new call.
-        run_call: Runs a new call with its pipeline until the call ends.
+        pipeline: The name of the pipeline a new call runs, for its ``progress`` event.
+        run_call: Runs a new call (taking its pipeline first) until the call ends.
 
     Yields:
         The events of the request (see :mod:`agent.payloads`); failures end with an ``error`` event.
@@ -157,9 +166,8 @@ async def serve_request(
             answer = await calls.answer(request)
             progress = {"state": "renegotiated", "pc_id": answer["pc_id"]}
         else:
-            bot = new_pipeline()
-            answer = await calls.answer(request, run_call=functools.partial(run_call, bot))
-            progress = {"state": "call-started", "pc_id": answer["pc_id"], "pipeline": bot.name}
+            answer = await calls.answer(request, run_call=run_call)
+            progress = {"state": "call-started", "pc_id": answer["pc_id"], "pipeline": pipeline}
         yield {"type": "answer", "data": answer}
         yield {"type": "progress", "data": progress}
     except PayloadError as exc:
@@ -178,20 +186,47 @@ def create_app(
     *,
     ice_servers: IceServerProvider | None = None,
     builder: PipelineBuilder | None = None,
+    on_pipeline_failure: PipelineFailureHook | None = None,
 ) -> BedrockAgentCoreApp:
     """Build the agent's HTTP application.
+
+    When the server starts (ASGI lifespan), the first call's pipeline starts being built in a worker
+    thread; a server run without lifespan builds each call's pipeline as the call starts.
 
     Args:
         config: The settings.
         ice_servers: Source of the ICE servers of an offer whose invocation brings none (default:
             ``AGENT_ICE_SERVERS``).
-        builder: Builds each call's pipeline (default: ``AGENT_PIPELINE``'s, checked by one build).
+        builder: Builds each call's pipeline (default: ``AGENT_PIPELINE``'s).
+        on_pipeline_failure: Called, from the worker thread, with what building the first call's
+            pipeline raised (a :class:`ConfigurationError` says what to set or install); the calls of
+            this process fail with it too.
 
     Raises:
-        ConfigurationError: The pipeline or the ICE server source is misconfigured.
+        ConfigurationError: The ICE server source is misconfigured.
     """
-    build = builder or pipeline_builder(config)
-    app = BedrockAgentCoreApp(middleware=[Middleware(InvocationGuard, max_bytes=config.max_request_bytes)])
+    pipelines = CallPipelines(config, builder)
+
+    def built(prepared: concurrent.futures.Future[BotPipeline]) -> None:
+        failure = prepared.exception()
+        if failure is None:
+            logger.info(PIPELINE_READY, config.pipeline)
+            return
+        if isinstance(failure, ConfigurationError):
+            logger.error("configuration error: the %s pipeline cannot be built: %s", config.pipeline, failure)
+        else:
+            logger.error("building the %s pipeline failed", config.pipeline, exc_info=failure)
+        if on_pipeline_failure is not None:
+            on_pipeline_failure(failure)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: object) -> AsyncIterator[None]:
+        pipelines.prepare().add_done_callback(built)
+        yield
+
+    app = BedrockAgentCoreApp(
+        lifespan=lifespan, middleware=[Middleware(InvocationGuard, max_bytes=config.max_request_bytes)]
+    )
     app.logger.propagate = False  # the SDK logs JSON lines itself; root would print them twice
     busy: dict[str, int] = {}
 
@@ -216,7 +251,14 @@ def create_app(
         relay_only=config.ice_transport_policy == "relay",
     )
 
-    async def run_call(bot: BotPipeline, connection: SmallWebRTCConnection) -> None:
+    async def run_call(connection: SmallWebRTCConnection) -> None:
+        bot = await pipelines.take()
+        # Building the pipeline imported agent.bot and most of Pipecat's transports already.
+        from pipecat.transports.base_transport import TransportParams  # noqa: PLC0415
+        from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport  # noqa: PLC0415
+
+        from agent.bot import run_bot  # noqa: PLC0415
+
         transport = SmallWebRTCTransport(
             webrtc_connection=connection,
             params=TransportParams(audio_in_enabled=True, audio_out_enabled=True),
@@ -226,7 +268,7 @@ def create_app(
 
     @app.entrypoint
     async def invocations(payload: Any, context: Any = None) -> AsyncIterator[Event]:
-        async for event in serve_request(calls, payload, new_pipeline=lambda: build(config), run_call=run_call):
+        async for event in serve_request(calls, payload, pipeline=pipelines.name, run_call=run_call):
             yield event
 
     return app
