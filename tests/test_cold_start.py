@@ -1,9 +1,13 @@
-"""The agent's cold start: it answers before its pipeline is built and shares what calls can share."""
+"""The agent's cold start: it answers before its pipeline is built, shares what calls can share, ships
+its bytecode, and ``bench.cold_start`` measures all of it (the figures are checked by people, not here).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -25,6 +29,7 @@ from agent.pipelines import pipeline_builder
 from agent.pipelines.common import silero_vad
 from agent.pipelines.nova_sonic import ENDPOINT_VARIABLE, build_nova_sonic
 from agent.server import create_app
+from bench.cold_start import COMPILE, PACKAGES
 from tests.test_agent_support import AgentServer, Peer, espeak_pcm, loopback_media, rms
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,3 +152,60 @@ def test_the_bench_nova_sonic_agent_sends_its_model_sessions_where_it_is_told(
     monkeypatch.setenv(ENDPOINT_VARIABLE, "https://127.0.0.1:9")
     local = build_nova_sonic(config).processors[-1].create_client()  # type: ignore[attr-defined]
     assert local._config.endpoint_uri == "https://127.0.0.1:9"
+
+
+def test_the_image_compiles_its_code_as_the_bench_does() -> None:
+    dockerfile = (ROOT / "agent" / "Dockerfile").read_text()
+    compile_step = f"RUN python {' '.join(COMPILE)} {' '.join(f'/app/{package}' for package in PACKAGES)}"
+    assert compile_step in dockerfile.splitlines()
+    copies = [m.start() for m in re.finditer(r"^COPY .* /app/(agent|broker)/$", dockerfile, flags=re.MULTILINE)]
+    assert len(copies) == len(PACKAGES) and max(copies) < dockerfile.index(compile_step)  # compiled as copied
+    assert re.search(r"^ENV PYTHONDONTWRITEBYTECODE=1 ", dockerfile, flags=re.MULTILINE)  # runtime writes none
+
+
+@pytest.mark.slow
+def test_bench_cold_start_answers_real_offers_and_reports_every_figure() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.cold_start", "--json", "--runs=1", "--top=5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["benchmark"] == "cold_start" and report["pipeline"] == "nova-sonic"
+    assert report["agent_cold_start_ms"] == report["pipelines"]["nova-sonic"]["agent_cold_start_ms"]
+    assert report["bytecode"]["sources"] >= 40 and report["bytecode"]["compile_all_ms"] > 0  # agent/, broker/
+    target = report["targets"]["agent_cold_start_p50_under_500ms"]
+    assert target["bound_ms"] == 500 and target["met"] == (target["value_ms"] < 500)
+    for name, pipeline in report["pipelines"].items():
+        assert set(pipeline["modes"]) == {"sources", "bytecode"}
+        assert pipeline["answered_offers"] == 2  # one run per tree, each offer answered and accepted
+        assert pipeline["answer_candidates_min"] >= 1
+        expected = {"ping_ms", "agent_cold_start_ms", "pipeline_ready_ms"}
+        if name == "local":
+            expected.add("first_audio_ms")  # the only pipeline that speaks offline
+        for figures in pipeline["modes"].values():
+            assert set(figures) == expected
+            assert all(figure["p95"] >= figure["p50"] > 0 for figure in figures.values())
+            # The offer is sent once /ping answers; the greeting needs the answer.
+            assert figures["ping_ms"]["p50"] < figures["agent_cold_start_ms"]["p50"]
+            if "first_audio_ms" in figures:
+                assert figures["agent_cold_start_ms"]["p50"] < figures["first_audio_ms"]["p50"]
+        assert set(pipeline["sources_over_bytecode"]) == expected
+        assert all(ratio > 0 for ratio in pipeline["sources_over_bytecode"].values())
+        imports = pipeline["imports"]
+        assert 0 < imports["before_answer_ms"] < imports["total_ms"]
+        assert {"agent.server", "bedrock_agentcore", "aiortc", "agent.bot"} <= set(imports["modules_ms"])
+        assert len(imports["self_ms_by_package"]) == 5
+    assert "agent.pipelines.nova_sonic" in report["pipelines"]["nova-sonic"]["imports"]["modules_ms"]
+    assert "agent.pipelines.local" in report["pipelines"]["local"]["imports"]["modules_ms"]
+
+
+@pytest.mark.parametrize("argument", ["--runs=0", "--pipelines=cascade", f"--baseline={ROOT / 'bench'}"])
+def test_bench_cold_start_rejects_bad_arguments(argument: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.cold_start", argument], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and "error:" in result.stderr
