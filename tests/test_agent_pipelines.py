@@ -19,7 +19,7 @@ from pipecat.tests.utils import SleepFrame, run_test
 from agent.config import AgentConfig
 from agent.credentials import AwsCredentials, CredentialBridge, boto3_credential_source
 from agent.exceptions import ConfigurationError
-from agent.local_speech import EspeakTTSService, LocalResponder, PocketsphinxSTTService, reply_to
+from agent.local_speech import EspeakTTSService, LocalResponder, PocketsphinxSTTService, decoder_pool, reply_to
 from agent.pipelines import pipeline_builder
 from agent.pipelines.local import build_local
 from agent.pipelines.nova_sonic import BridgedNovaSonicLLMService, build_nova_sonic
@@ -191,6 +191,7 @@ def test_the_local_pipeline_hears_speech_and_answers_aloud() -> None:
         InputAudioRawFrame(audio=speech[i : i + 640], sample_rate=16000, num_channels=1)
         for i in range(0, len(speech), 640)
     ]
+    decoder_pool()  # loaded as the agent starts, not within run_test's one-second start timeout
     pipeline = Pipeline(build_local(AgentConfig(pipeline="local", greeting="")).processors)
 
     down, _ = asyncio.run(
