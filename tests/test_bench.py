@@ -144,3 +144,38 @@ def test_bench_discovery_times_both_ways_of_finding_the_pool() -> None:
         assert pool["manifest_bytes"] > 0 and pool["manifest_parse_ms"]["p50"] >= 0
     small, big = report["pools"]
     assert big["manifest_bytes"] > small["manifest_bytes"]  # every channel is in the manifest
+
+
+def test_bench_local_calls_measures_both_clients_with_their_phases() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.local_calls", "--json", "--calls=1", "--concurrent=1", "--variant-calls=0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout)
+    for client in ("aiortc", "browser"):
+        for mode in ("sequential", "concurrent"):
+            figures = report[client][mode]
+            assert figures["calls"] == 1
+            # Each call connected, heard the greeting, and was answered when it spoke.
+            assert 0 < figures["connect_ms"]["p50"] < figures["first_audio_ms"]["p50"]
+            assert figures["voice_to_voice_ms"]["p50"] > 0
+            assert figures["stage_vad_stop_ms"]["p50"] > 0 and figures["stage_stt_ms"]["p50"] > 0
+    browser = report["browser"]["sequential"]
+    assert {"phase_start_ms", "phase_offer_round_trip_ms", "phase_ice_dtls_ms", "phase_first_packet_ms"} <= set(browser)
+    assert set(report["targets"]) == {
+        "aiortc_first_audio_p50_at_most_600_ms",
+        "browser_sequential_first_audio_p50_under_1000_ms",
+        "browser_concurrent_first_audio_p50_under_1500_ms",
+    }
+
+
+@pytest.mark.parametrize("argument", ["--calls=0", "--clients=carrier-pigeon", "--concurrent=-1"])
+def test_bench_local_calls_rejects_bad_arguments(argument: str) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.local_calls", argument], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2 and "error:" in run.stderr
