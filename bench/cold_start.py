@@ -101,6 +101,28 @@ def agent_tree(source: Path, destination: Path, *, compiled: bool) -> Path:
     return destination
 
 
+def ephemeral_ports_start() -> int:
+    """Where this machine's ephemeral (client) ports begin (Linux's default when it cannot tell)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def quiet_port() -> int:
+    """A free loopback port below the ephemeral range.
+
+    The bench polls the agent's port before the agent listens: a port in the ephemeral range can be
+    taken by one of those very connections (the agent then cannot bind it) or connect a socket to
+    itself. ``local.coturn.free_port`` draws up to 40000, which is inside Linux's default range.
+    """
+    start = ephemeral_ports_start()
+    for _ in range(200):
+        if (port := free_port()) < start:
+            return port
+    raise RuntimeError(f"no free loopback port below the ephemeral range, which starts at {start}")
+
+
 def agent_env(pipeline: str, port: int) -> dict[str, str]:
     """The agent's environment: local mode's settings, offline AWS, and nothing of this shell's."""
     from agent.pipelines.nova_sonic import ENDPOINT_VARIABLE  # noqa: PLC0415 - Pipecat: not for --help
@@ -121,18 +143,13 @@ def agent_env(pipeline: str, port: int) -> dict[str, str]:
         "AGENT_ICE_SERVERS": "none",
         "AGENT_ICE_HOST_CANDIDATES": "loopback",
         # Nova Sonic opens its model session as its call starts: a closed loopback port refuses it.
-        ENDPOINT_VARIABLE: f"https://127.0.0.1:{free_port()}",
+        ENDPOINT_VARIABLE: f"https://127.0.0.1:{quiet_port()}",
     }
 
 
 def _request(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        connection.connect()
-        if connection.sock.getsockname() == connection.sock.getpeername():
-            # Polling a loopback port nobody listens on yet can connect the socket to itself when the
-            # port is in the ephemeral range (TCP simultaneous open): that is "not listening" too.
-            raise ConnectionRefusedError(f"127.0.0.1:{port} connected to itself")
         connection.request(method, path, body=body, headers={"content-type": "application/json"})
         response = connection.getresponse()
         return response.status, response.read()
@@ -203,7 +220,7 @@ async def cold_start(
     from agent.server import PIPELINE_READY  # noqa: PLC0415 - Pipecat: not for --help
 
     peer = Peer()
-    port = free_port()
+    port = quiet_port()
     env = agent_env(pipeline, port)
     try:
         offer = await peer.offer(trickle=False)  # its candidates in the SDP: the answer alone connects
