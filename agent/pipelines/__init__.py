@@ -43,9 +43,9 @@ def _local(config: AgentConfig) -> BotPipeline:
 
 
 def _load_local_recognizer() -> None:
-    from agent.local_speech import shared_decoder  # noqa: PLC0415
+    from agent.local_speech import decoder_pool  # noqa: PLC0415
 
-    shared_decoder()
+    decoder_pool()
 
 
 BUILDERS: Final[Mapping[str, PipelineBuilder]] = {"nova-sonic": _nova_sonic, "cascade": _cascade, "local": _local}
