@@ -252,10 +252,7 @@ def create_app(
     )
 
     async def run_call(connection: SmallWebRTCConnection) -> None:
-        # Until the pipeline reads the caller's audio, aiortc decodes and queues it, and the pipeline
-        # would then work through that backlog ahead of its greeting; Pipecat's wrapper of the track,
-        # once made, drops what nobody reads (as it does whenever its reader idles).
-        connection.audio_input_track()  # type: ignore[no-untyped-call]
+        # What the caller says before the pipeline runs waits in aiortc's queue, so it is heard too.
         bot = await pipelines.take()
         # Building the pipeline imported agent.bot and most of Pipecat's transports already.
         from pipecat.transports.base_transport import TransportParams  # noqa: PLC0415
