@@ -132,9 +132,6 @@ def decoder_pool() -> DecoderPool:
     return pool
 
 
-shared_decoder = decoder_pool  # TODO(issue 11): the old name, until agent/pipelines/__init__.py calls decoder_pool
-
-
 def _load_decoder() -> Any:
     try:
         from pocketsphinx import Decoder  # noqa: PLC0415 - optional: only the local pipeline needs it
