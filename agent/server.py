@@ -264,7 +264,9 @@ def create_app(
             webrtc_connection=connection,
             params=TransportParams(audio_in_enabled=True, audio_out_enabled=True),
         )
-        reason = await run_bot(transport, bot, connect_timeout=config.connect_timeout_seconds)
+        reason = await run_bot(
+            transport, bot, connect_timeout=config.connect_timeout_seconds, metrics_output=config.metrics
+        )
         logger.info("call %s ended: %s", connection.pc_id, reason)
 
     @app.entrypoint

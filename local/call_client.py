@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 import wave
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,6 +45,8 @@ FRAME_SAMPLES = 960  # 20 ms at 48 kHz
 SPEECH_RMS = 200.0
 """Audio louder than this (int16 RMS) is speech, not silence or comfort noise."""
 SPEAKING_EVENTS = ("bot-started-speaking", "bot-stopped-speaking")
+RTVI_VERSION = "1.0.0"
+"""The RTVI protocol version the client announces in its ``client-ready``."""
 
 
 def espeak_pcm(text: str, rate: int) -> np.ndarray:
@@ -126,6 +129,13 @@ class Peer:
         """Create the offer; its candidates go in :attr:`candidates`, and stay in the SDP unless ``trickle``."""
         self.pc.addTrack(self.track)
         channel = self.pc.createDataChannel("chat")
+
+        @channel.on("open")
+        def on_open() -> None:
+            # As the Pipecat client does: the agent answers with bot-ready once its pipeline runs.
+            ready = {"version": RTVI_VERSION, "about": {"library": "local.call_client"}}
+            message = {"label": "rtvi-ai", "type": "client-ready", "id": uuid.uuid4().hex, "data": ready}
+            channel.send(json.dumps(message))
 
         @channel.on("message")
         def on_message(message: str) -> None:
@@ -432,7 +442,10 @@ class Call:
         if self.peer is None:
             raise RuntimeError("connect() first")
         peer = self.peer
-        await asyncio.sleep(0.5)  # a greeting starts right after connecting
+        # The agent listens once its pipeline runs (bot-ready), which can be after media connects; its
+        # greeting starts then.
+        await peer.wait_for(lambda: peer.event_after("bot-ready", 0.0) is not None, timeout, "the agent (bot-ready)")
+        await asyncio.sleep(0.5)
         await peer.wait_for(lambda: not peer.bot_speaking(), timeout, "the agent to finish speaking")
         replies_before = len(peer.bot_replies())
         spoke_at = time.monotonic()
