@@ -64,9 +64,10 @@ CHUNK_BYTES: Final = DECODER_SAMPLE_RATE * 2 // 50
 """20 ms of decoder audio: the most the decoder is handed at once, so it holds the GIL briefly."""
 PRIMING_SENTENCE: Final = "Hello there."
 ABANDONED_AFTER_SECONDS: Final = 10.0
-MAX_DECODERS: Final = 4
-"""Utterances decoded at once, each on its own decoder (about 90 MB and 0.3 s to load each); more
-wait their turn with their audio queued. AgentCore runs one call per process, so it needs one."""
+MAX_DECODERS: Final = 2
+"""Utterances decoded at once, each on its own decoder (about 90 MB and 0.3 s to load). pocketsphinx
+holds the GIL while it decodes, so decoders never run in parallel: two let two callers stream at once,
+and more callers wait with their audio queued, then catch up. AgentCore runs one call per process."""
 
 
 class DecoderPool:
@@ -84,13 +85,15 @@ class DecoderPool:
     """
 
     def __init__(self, size: int = MAX_DECODERS, *, abandon_after: float = ABANDONED_AFTER_SECONDS) -> None:
+        self.size = size
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=size, thread_name_prefix="pocketsphinx")
         self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._abandon_after = abandon_after
 
-    def preload(self) -> None:
-        """Load one decoder now (about 0.3 s of CPU), so the first utterance does not wait for it."""
-        self._free.put(_load_decoder())
+    def preload(self, count: int = 1) -> None:
+        """Load ``count`` decoders now (about 0.4 s of CPU each, the GIL held), not during a call."""
+        for _ in range(count):
+            self._free.put(_load_decoder())
 
     def _decoder(self) -> Any:
         try:
@@ -126,9 +129,13 @@ class DecoderPool:
 
 @functools.cache
 def decoder_pool() -> DecoderPool:
-    """The process's decoders, the first one loaded (about 0.3 s of CPU, the GIL held throughout)."""
+    """The process's decoders, all loaded now.
+
+    Loading one holds the GIL for about 0.4 s, which in the middle of calls would stall every call's
+    media (the VAD then ends utterances for lack of audio).
+    """
     pool = DecoderPool()
-    pool.preload()
+    pool.preload(pool.size)
     return pool
 
 

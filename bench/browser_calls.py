@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import wave
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -159,10 +159,20 @@ async def browser_call(browser: Browser, url: str, *, query: str = "", timeout: 
 
 
 async def browser_calls(url: str, wav: Path, *, sequential: int, concurrent: int, query: str = "") -> dict[str, Any]:
-    """``sequential`` calls one after another, then ``concurrent`` at once (each its own page)."""
+    """``sequential`` calls one after another, then ``concurrent`` at once (each its own page).
+
+    A call that fails is its exception in the lists, so one slow call does not void the run.
+    """
     async with chromium(wav) as browser:
-        alone = [await browser_call(browser, url, query=query) for _ in range(sequential)]
+        alone = [await _outcome(browser_call(browser, url, query=query)) for _ in range(sequential)]
         together = list(
-            await asyncio.gather(*(browser_call(browser, url, query=query) for _ in range(concurrent)))
+            await asyncio.gather(*(_outcome(browser_call(browser, url, query=query)) for _ in range(concurrent)))
         ) if concurrent else []  # fmt: skip
     return {"sequential": alone, "concurrent": together}
+
+
+async def _outcome(call: Awaitable[dict[str, float]]) -> dict[str, float] | Exception:
+    try:
+        return await call
+    except Exception as exc:  # a failed call is a result of the benchmark
+        return exc

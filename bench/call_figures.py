@@ -46,7 +46,7 @@ def voice_stages(total_ms: float, agent: Mapping[str, Any] | None) -> dict[str, 
         return {}
     breakdown = agent.get("breakdownMs") or {}
     ttfb = agent.get("ttfbMs") or {}
-    tts = float(sum(value for name, value in ttfb.items() if "TTS" in name))
+    tts = float(sum(value for name, value in ttfb.items() if name.endswith("TTSService")))
     agent_total = float(agent["TurnLatencyMs"])
     endpointing = float(breakdown.get("endpointing_wait", 0.0))
     transcription = float(breakdown.get("transcription", 0.0))
