@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Final, Self
 
 import botocore.session
 
@@ -102,6 +102,28 @@ def _wait_http(url: str, timeout: float, what: str, process: subprocess.Popen[by
             time.sleep(0.2)
 
 
+AGENT_READY: Final = "the first call's local pipeline is ready"
+"""The agent's log line (``agent.server.PIPELINE_READY`` for the ``local`` pipeline) once it has built
+its first call's pipeline and loaded its recognizers. ``/ping`` answers before that (AgentCore wants it
+at once), but the decoders' loading holds the GIL: a call placed in the meantime loses seconds of media."""
+
+
+def _wait_log(
+    path: Path, line: str, *, offset: int, timeout: float, what: str, process: subprocess.Popen[bytes]
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise LocalStackError(f"{what} exited with code {process.returncode}; see its log")
+        with path.open("rb") as log:
+            log.seek(offset)
+            if line.encode() in log.read():
+                return
+        if time.monotonic() > deadline:
+            raise LocalStackError(f"{what} was not ready within {timeout:g} s; see its log")
+        time.sleep(0.1)
+
+
 class LocalStack:
     """Starts the five parts, waits until each is healthy, and stops them in reverse order."""
 
@@ -120,6 +142,7 @@ class LocalStack:
         self.emulator: KvsEmulator | None = None
         self.agent: subprocess.Popen[bytes] | None = None
         self._agent_log: IO[bytes] | None = None
+        self._agent_log_offset = 0
         self.api: LocalBrokerApi | None = None
         self.env: dict[str, str] = {}
 
@@ -187,6 +210,9 @@ class LocalStack:
                 ice=self._local_ice_broker(),
             )
             _wait_http(f"http://127.0.0.1:{config.agent_port}/ping", 180, "the agent", self.agent)
+            assert self.agent is not None  # noqa: S101 (started above)
+            _wait_log(config.log_dir / "agent.log", AGENT_READY, offset=self._agent_log_offset, timeout=180,
+                      what="the agent", process=self.agent)  # fmt: skip
             self.api = LocalBrokerApi(service, port=config.port, auth=config.auth, static=static_files(pages)).start()
             _wait_http(self.url + HEALTH_PATH, 10, "the broker API")
         except BaseException:
@@ -223,6 +249,7 @@ class LocalStack:
             **dict(config.agent_env),
         }
         self._agent_log = (config.log_dir / "agent.log").open("ab")
+        self._agent_log_offset = self._agent_log.tell()  # the log is appended to: only this run's lines count
         self.agent = subprocess.Popen(
             [sys.executable, "-m", "agent"],
             env=env,

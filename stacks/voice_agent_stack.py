@@ -57,7 +57,7 @@ class VoiceAgentStack(Stack):
             self,
             "DashboardName",
             value=self.observability.dashboard.dashboard_name,
-            description="CloudWatch dashboard of the broker",
+            description="CloudWatch dashboard of the broker and the agent",
         )
         if self.api.user_pool is not None and self.api.user_pool_client is not None:
             CfnOutput(self, "UserPoolId", value=self.api.user_pool.user_pool_id, description="Cognito user pool")
