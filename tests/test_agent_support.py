@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import aioice.ice
 import uvicorn
@@ -115,11 +115,19 @@ def running_agent(
     ``ice_servers`` is the fallback for offers that bring none: host candidates only by default,
     ``None`` for the one ``config.ice_servers`` names.
     """
-    app = create_app(config, ice_servers=ice_servers, builder=builder)
+    with serving(create_app(config, ice_servers=ice_servers, builder=builder)) as agent:
+        yield agent
+
+
+@contextmanager
+def serving(app: Any, *, lifespan: Literal["on", "off"] = "off") -> Iterator[AgentServer]:
+    """Serve ``app`` on a free loopback port in a thread for the block's duration.
+
+    ``lifespan="on"`` runs the app's start-up, as ``python -m agent`` does.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -127,7 +135,7 @@ def running_agent(
         assert time.monotonic() < deadline, "agent server did not start"
         time.sleep(0.02)
     try:
-        yield AgentServer(port=port, app=app)
+        yield AgentServer(port=sock.getsockname()[1], app=app)
     finally:
         server.should_exit = True
         thread.join(10)

@@ -12,15 +12,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Awaitable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 
 from agent.bot import BotPipeline
@@ -30,7 +26,7 @@ from agent.pipelines.common import silero_vad
 from agent.pipelines.nova_sonic import ENDPOINT_VARIABLE, build_nova_sonic
 from agent.server import create_app
 from bench.cold_start import COMPILE, PACKAGES
-from tests.test_agent_support import AgentServer, Peer, espeak_pcm, loopback_media, rms
+from tests.test_agent_support import AgentServer, Peer, espeak_pcm, loopback_media, rms, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,26 +38,6 @@ def run[T](coro: Awaitable[T], timeout: float = 60.0) -> T:
         return await asyncio.wait_for(coro, timeout)
 
     return asyncio.run(bounded())
-
-
-@contextmanager
-def serving(app: Any) -> Iterator[AgentServer]:
-    """Serve ``app`` on a free loopback port with its lifespan, as ``python -m agent`` does."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "agent server did not start"
-        time.sleep(0.02)
-    try:
-        yield AgentServer(port=sock.getsockname()[1], app=app)
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 def test_offers_are_answered_while_the_first_pipeline_is_still_being_built() -> None:
@@ -98,7 +74,7 @@ def test_offers_are_answered_while_the_first_pipeline_is_still_being_built() -> 
             await peer.close()
         await asyncio.to_thread(agent.wait_ping, "Healthy", 10)
 
-    with loopback_media(), serving(create_app(config, builder=slow_local)) as agent:
+    with loopback_media(), serving(create_app(config, builder=slow_local), lifespan="on") as agent:
         run(scenario(agent))
 
 
