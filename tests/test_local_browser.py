@@ -226,6 +226,14 @@ def test_the_page_shows_each_step_and_measures_first_word_and_turn_latency(
         page.close()
 
 
+def connect_until_error(page: Any, url: str, *, timeout_ms: int = 30_000) -> str:
+    """Open the offline page, click Connect, and return the error it shows."""
+    page.goto(f"{url}/offline/")
+    page.get_by_role("button", name="Connect", exact=True).click()
+    page.wait_for_selector("#error:not([hidden])", timeout=timeout_ms)
+    return str(page.inner_text("#error"))
+
+
 def test_a_refused_microphone_is_explained(
     stack: RunningStack, playwright_driver: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -235,10 +243,7 @@ def test_a_refused_microphone_is_explained(
     refusing = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=QUIET + flags)
     try:
         page = refusing.new_page()
-        page.goto(f"{stack.url}/offline/")
-        page.get_by_role("button", name="Connect", exact=True).click()
-        page.wait_for_selector("#error:not([hidden])", timeout=30_000)
-        assert "Microphone access was refused" in page.inner_text("#error")
+        assert "Microphone access was refused" in connect_until_error(page, stack.url)
         assert page.get_attribute('#steps [data-step="microphone"]', "class") == "failed"
         assert page.inner_text("#status") == "disconnected"
         assert page.is_enabled("#connect")  # try again once allowed
@@ -260,10 +265,7 @@ def test_a_busy_service_says_when_to_try_again(stack: RunningStack, browser_once
     emulator_admin(stack, "faults", {"operation": "GetIceServerConfig", "kind": "throttle", "count": 60})
     page = browser_once.new_page()
     try:
-        page.goto(f"{stack.url}/offline/")
-        page.get_by_role("button", name="Connect", exact=True).click()
-        page.wait_for_selector("#error:not([hidden])", timeout=30_000)
-        error = page.inner_text("#error")
+        error = connect_until_error(page, stack.url)
         assert "busy" in error and "HTTP 503" in error
         seconds = int(re.search(r"Try again in (\d+) s", error).group(1))  # type: ignore[union-attr]
         assert page.get_attribute('#steps [data-step="session"]', "class") == "failed"
@@ -305,10 +307,7 @@ def test_an_unreachable_relay_is_explained(stack: RunningStack, browser_once: Br
     try:
         page.add_init_script(RELAY_ONLY)
         page.route("**/start", unreachable_relay)
-        page.goto(f"{stack.url}/offline/")
-        page.get_by_role("button", name="Connect", exact=True).click()
-        page.wait_for_selector("#error:not([hidden])", timeout=40_000)
-        assert "ICE failed" in page.inner_text("#error")
+        assert "ICE failed" in connect_until_error(page, stack.url, timeout_ms=40_000)
         assert page.get_attribute('#steps [data-step="media"]', "class") == "failed"
         assert page.inner_text("#status") == "disconnected"
         screenshot(page, "local-offline-ice-failed.png")
