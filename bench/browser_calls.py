@@ -22,6 +22,7 @@ import numpy as np
 from playwright.async_api import Browser, async_playwright
 
 from bench.call_figures import agent_turn_metrics, voice_stages
+from bench.cpu_use import measured_cpu
 from local.call_client import PEER_RATE, espeak_pcm
 
 PROBE: Final = (Path(__file__).with_name("browser_probe.js")).read_text()
@@ -162,13 +163,17 @@ async def browser_calls(url: str, wav: Path, *, sequential: int, concurrent: int
     """``sequential`` calls one after another, then ``concurrent`` at once (each its own page).
 
     A call that fails is its exception in the lists, so one slow call does not void the run.
+    ``concurrent_cpu`` is the cores each part of the system used while the calls at once ran.
     """
     async with chromium(wav) as browser:
         alone = [await _outcome(browser_call(browser, url, query=query)) for _ in range(sequential)]
-        together = list(
-            await asyncio.gather(*(_outcome(browser_call(browser, url, query=query)) for _ in range(concurrent)))
-        ) if concurrent else []  # fmt: skip
-    return {"sequential": alone, "concurrent": together}
+        if not concurrent:
+            return {"sequential": alone, "concurrent": []}
+        with measured_cpu() as cpu:
+            together = await asyncio.gather(
+                *(_outcome(browser_call(browser, url, query=query)) for _ in range(concurrent))
+            )
+    return {"sequential": alone, "concurrent": list(together), "concurrent_cpu": cpu.report()}
 
 
 async def _outcome(call: Awaitable[dict[str, float]]) -> dict[str, float] | Exception:

@@ -12,7 +12,9 @@ Starts ``python -m local`` on free loopback ports, then calls it with two client
   page's microphone and the agent's track.
 
 Each client makes calls one after another, then several at once. Voice to voice is split into
-stages with the agent's own turn measurement (VAD stop, STT, response, TTS, transport). Then
+stages with the agent's own turn measurement (VAD stop, STT, response, TTS, transport). While the
+calls at once run, the cores each part of the system uses are measured (``concurrent.cpu``: the agent,
+the Chromium pages, coturn, ...): on one machine the callers share the cores with what they call. Then
 ``changes`` measures, in the same run, what each latency fix gave (a ratio per change).
 
     python -m bench.local_calls --json
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.call_figures import agent_turn_metrics, summarize, voice_stages
+from bench.cpu_use import measured_cpu
 from bench.emulator_process import ROOT
 from local.call_client import Call
 from local.coturn import free_port
@@ -103,10 +106,13 @@ async def aiortc_calls(url: str, *, sequential: int, concurrent: int, trickle: b
     late while the agent's own turn measure says 1-3 s), so voice to voice at once is the browser's.
     """
     alone = [await outcome(aiortc_call(url, trickle=trickle)) for _ in range(sequential)]
-    together = await asyncio.gather(
-        *(outcome(aiortc_call(url, speak=False, trickle=trickle)) for _ in range(concurrent))
-    )
-    return {"sequential": alone, "concurrent": list(together)}
+    if not concurrent:
+        return {"sequential": alone, "concurrent": []}
+    with measured_cpu() as cpu:
+        together = await asyncio.gather(
+            *(outcome(aiortc_call(url, speak=False, trickle=trickle)) for _ in range(concurrent))
+        )
+    return {"sequential": alone, "concurrent": list(together), "concurrent_cpu": cpu.report()}
 
 
 async def outcome(call: Awaitable[dict[str, float]]) -> dict[str, float] | Exception:
@@ -117,10 +123,14 @@ async def outcome(call: Awaitable[dict[str, float]]) -> dict[str, float] | Excep
         return exc
 
 
-def summarized(runs: Mapping[str, list[dict[str, float] | Exception]]) -> dict[str, Any]:
-    """Each mode's runs as percentiles, with the calls that failed counted and the first error named."""
+def summarized(runs: Mapping[str, Any]) -> dict[str, Any]:
+    """Each mode's runs as percentiles, with the calls that failed counted and the first error named.
+
+    The cores used during the calls at once (``concurrent_cpu``) go with them, as ``cpu``.
+    """
     report: dict[str, Any] = {}
-    for mode, calls in runs.items():
+    for mode in ("sequential", "concurrent"):
+        calls = runs.get(mode)
         if not calls:
             continue
         done = [call for call in calls if not isinstance(call, Exception)]
@@ -130,6 +140,8 @@ def summarized(runs: Mapping[str, list[dict[str, float] | Exception]]) -> dict[s
         report[mode] = summarize(done) | {"failed": len(failed)}
         if failed:
             report[mode]["first_error"] = f"{type(failed[0]).__name__}: {failed[0]}"[:300]
+    if "concurrent" in report and runs.get("concurrent_cpu"):
+        report["concurrent"]["cpu"] = runs["concurrent_cpu"]
     return report
 
 

@@ -166,6 +166,11 @@ def test_bench_local_calls_measures_both_clients_with_their_phases() -> None:
             if client == "browser" or mode == "sequential":  # aiortc calls at once do not speak
                 assert figures["voice_to_voice_ms"]["p50"] > 0
                 assert figures["stage_vad_stop_ms"]["p50"] > 0 and figures["stage_stt_ms"]["p50"] > 0
+            if mode == "concurrent":  # the cores each part used while the calls at once ran
+                cpu = figures["cpu"]
+                assert cpu["cores"]["agent"] > 0 and cpu["machine_cores"] >= 1 and cpu["seconds"] > 0
+                assert cpu["total_cores"] == pytest.approx(sum(cpu["cores"].values()), abs=0.05)
+    assert report["browser"]["concurrent"]["cpu"]["cores"]["chromium_pages"] > 0
     browser = report["browser"]["sequential"]
     assert {"phase_start_ms", "phase_offer_round_trip_ms", "phase_ice_dtls_ms", "phase_first_packet_ms"} <= set(browser)
     assert set(report["targets"]) == {
