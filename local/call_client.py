@@ -6,6 +6,8 @@ default, so every byte goes through the TURN server), sends the offer with its c
 listens for the agent's reply. Tests and benchmarks use it, and so can a person::
 
     python -m local.call_client --url http://127.0.0.1:7860 --say "how are you"
+
+``--transport websocket`` makes the same call over the agent's WebSocket (:mod:`local.websocket_client`).
 """
 
 from __future__ import annotations
@@ -13,21 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fractions
-import io
 import json
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-import uuid
-import wave
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import soxr
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -37,34 +32,24 @@ from aiortc import (
     RTCSessionDescription,
 )
 from av import AudioFrame
+from websockets.exceptions import InvalidHandshake
 
 from broker.ice import candidate_types
+from local.call_common import (
+    PEER_RATE,
+    SPEECH_RMS,
+    ApiError,
+    Exchange,
+    Heard,
+    Microphone,
+    api_request,
+    client_ready,
+    converse,
+    espeak_pcm,
+    rms,
+)
 
-PEER_RATE = 48000
-FRAME_SAMPLES = 960  # 20 ms at 48 kHz
-SPEECH_RMS = 200.0
-"""Audio louder than this (int16 RMS) is speech, not silence or comfort noise."""
-SPEAKING_EVENTS = ("bot-started-speaking", "bot-stopped-speaking")
-RTVI_VERSION = "1.0.0"
-"""The RTVI protocol version the client announces in its ``client-ready``."""
-
-
-def espeak_pcm(text: str, rate: int) -> np.ndarray:
-    """Return espeak-ng saying ``text`` as mono int16 samples at ``rate`` Hz."""
-    wav = subprocess.run(  # noqa: S603 (fixed program, the text is an argument)
-        ["espeak-ng", "-v", "en-us", "--stdout", text],  # noqa: S607
-        capture_output=True,
-        check=True,
-    ).stdout
-    with wave.open(io.BytesIO(wav)) as reader:
-        samples = np.frombuffer(reader.readframes(reader.getnframes()), dtype=np.int16)
-        source_rate = reader.getframerate()
-    return np.asarray(soxr.resample(samples, source_rate, rate), dtype=np.int16)
-
-
-def rms(samples: np.ndarray) -> float:
-    """Root mean square of int16 samples."""
-    return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) if samples.size else 0.0
+__all__ = ["PEER_RATE", "SPEECH_RMS", "ApiError", "Call", "Exchange", "PcmTrack", "Peer", "espeak_pcm", "rms"]
 
 
 class PcmTrack(MediaStreamTrack):
@@ -74,54 +59,36 @@ class PcmTrack(MediaStreamTrack):
 
     def __init__(self) -> None:
         super().__init__()
-        self._pending = np.zeros(0, dtype=np.int16)
-        self._pts = 0
-        self._start: float | None = None
-        self._speech_end_pts: int | None = None
-        self.speech_ended_at: float | None = None
-        """When the last loud 20 ms frame of the latest clip left (monotonic seconds): the end of the
-        utterance as the far end can first know it."""
+        self.microphone = Microphone(PEER_RATE)
 
     def play(self, samples: np.ndarray) -> None:
         """Queue samples to play after what is already queued."""
-        starts_at = self._pts + len(self._pending)
-        frames = samples[: len(samples) // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES)
-        loud = [index for index, frame in enumerate(frames) if rms(frame) > SPEECH_RMS]
-        if loud:
-            self._speech_end_pts = starts_at + (loud[-1] + 1) * FRAME_SAMPLES
-            self.speech_ended_at = None
-        self._pending = np.concatenate([self._pending, samples])
+        self.microphone.play(samples)
+
+    @property
+    def speech_ended_at(self) -> float | None:
+        """When the last loud 20 ms frame of the latest clip left (see :class:`Microphone`)."""
+        return self.microphone.speech_ended_at
 
     async def recv(self) -> AudioFrame:
         """Return the next 20 ms frame, paced to real time."""
-        if self._start is None:
-            self._start = time.monotonic()
-        wait = self._start + self._pts / PEER_RATE - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        chunk, self._pending = self._pending[:FRAME_SAMPLES], self._pending[FRAME_SAMPLES:]
-        chunk = np.pad(chunk, (0, FRAME_SAMPLES - len(chunk)))
+        chunk = await self.microphone.next_frame()
         frame = AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = PEER_RATE
-        frame.pts = self._pts
+        frame.pts = self.microphone.position - len(chunk)
         frame.time_base = fractions.Fraction(1, PEER_RATE)
-        self._pts += FRAME_SAMPLES
-        if self._speech_end_pts is not None and self._pts >= self._speech_end_pts:
-            self.speech_ended_at = time.monotonic()
-            self._speech_end_pts = None
         return frame
 
 
 @dataclass
-class Peer:
-    """An aiortc peer like the Pipecat browser client: audio both ways, a data channel, trickle ICE."""
+class Peer(Heard):
+    """An aiortc peer like the Pipecat browser client: audio both ways, a data channel, trickle ICE.
+
+    What it hears (audio, and RTVI messages over the data channel) is in its :class:`Heard` fields.
+    """
 
     pc: RTCPeerConnection = field(default_factory=RTCPeerConnection)
     track: PcmTrack = field(default_factory=PcmTrack)
-    received: list[tuple[float, np.ndarray]] = field(default_factory=list)
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    events: list[tuple[float, str]] = field(default_factory=list)
-    """When each data-channel message arrived (monotonic seconds) and its RTVI ``type``."""
     candidates: list[dict[str, Any]] = field(default_factory=list)
     _readers: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -133,15 +100,11 @@ class Peer:
         @channel.on("open")
         def on_open() -> None:
             # As the Pipecat client does: the agent answers with bot-ready once its pipeline runs.
-            ready = {"version": RTVI_VERSION, "about": {"library": "local.call_client"}}
-            message = {"label": "rtvi-ai", "type": "client-ready", "id": uuid.uuid4().hex, "data": ready}
-            channel.send(json.dumps(message))
+            channel.send(json.dumps(client_ready()))
 
         @channel.on("message")
         def on_message(message: str) -> None:
-            decoded = json.loads(message)
-            self.messages.append(decoded)
-            self.events.append((time.monotonic(), str(decoded.get("type", ""))))
+            self.hear_message(json.loads(message))
 
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -179,47 +142,6 @@ class Peer:
         """Apply the agent's answer."""
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
 
-    async def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
-        """Wait until ``condition()`` holds.
-
-        Raises:
-            TimeoutError: It did not within ``timeout`` seconds.
-        """
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-            await asyncio.sleep(0.02)
-
-    def audio_since(self, moment: float) -> np.ndarray:
-        """Samples received after ``moment`` (monotonic seconds)."""
-        chunks = [samples for at, samples in self.received if at >= moment]
-        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
-
-    def first_speech_after(self, moment: float) -> float | None:
-        """When the first audio frame louder than silence arrived after ``moment``."""
-        return next((at for at, samples in self.received if at >= moment and rms(samples) > SPEECH_RMS), None)
-
-    def event_after(self, kind: str, moment: float) -> float | None:
-        """When the first data-channel message of RTVI type ``kind`` arrived after ``moment``."""
-        return next((at for at, event in self.events if event == kind and at >= moment), None)
-
-    def bot_speaking(self) -> bool:
-        """Whether the agent's last speaking event over the data channel says it is speaking."""
-        events = [event for _, event in self.events if event in SPEAKING_EVENTS]
-        return bool(events) and events[-1] == "bot-started-speaking"
-
-    def bot_replies(self) -> list[str]:
-        """What the agent said, sentence by sentence (RTVI ``bot-tts-text``)."""
-        return [str(m["data"]["text"]) for m in self.messages if m.get("type") == "bot-tts-text"]
-
-    def transcript(self) -> str | None:
-        """The final user transcription the agent sent over the data channel (RTVI), if any."""
-        for message in self.messages:
-            if message.get("type") == "user-transcription" and message.get("data", {}).get("final"):
-                return str(message["data"]["text"])
-        return None
-
     def selected_pair(self) -> tuple[str, str] | None:
         """Candidate types (local, remote) of the nominated ICE pair, e.g. ``("relay", "relay")``."""
         for transceiver in self.pc.getTransceivers():
@@ -237,29 +159,6 @@ class Peer:
             reader.cancel()
 
 
-class ApiError(Exception):
-    """The broker API answered with an error."""
-
-    def __init__(self, status: int, body: Any) -> None:
-        super().__init__(f"HTTP {status}: {body}")
-        self.status = status
-        self.body = body
-
-
-def _request(url: str, method: str, body: object, token: str | None, timeout: float = 30) -> Any:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(  # noqa: S310 (an http URL the caller chose)
-        url, data=json.dumps(body).encode(), method=method, headers=headers
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            return json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        raise ApiError(error.code, error.read().decode(errors="replace")[:500]) from None
-
-
 @dataclass
 class CallTimes:
     """How long a call took to come up.
@@ -273,32 +172,6 @@ class CallTimes:
     start_seconds: float
     connect_seconds: float
     selected_pair: tuple[str, str] | None
-
-
-@dataclass
-class Exchange:
-    """One thing said and the agent's answer.
-
-    Attributes:
-        heard: The agent's transcript of what was said.
-        reply: What the agent answered (its TTS text).
-        reply_rms: Loudness (int16 RMS) of the reply's audio as received: speech, not silence.
-        reply_seconds: From starting to speak to the end of the spoken reply.
-        spoken_until: When the utterance's last loud frame left (monotonic seconds).
-        reply_audible_at: When the reply's first loud frame arrived (monotonic seconds).
-    """
-
-    heard: str | None
-    reply: str
-    reply_rms: float
-    reply_seconds: float
-    spoken_until: float
-    reply_audible_at: float
-
-    @property
-    def voice_to_voice_seconds(self) -> float:
-        """From the end of what was said to the first audible word of the answer."""
-        return self.reply_audible_at - self.spoken_until
 
 
 class Call:
@@ -369,7 +242,7 @@ class Call:
             )
 
     async def _api(self, method: str, path: str, body: object) -> Any:
-        return await asyncio.to_thread(_request, self.base_url + path, method, body, self.token)
+        return await asyncio.to_thread(api_request, self.base_url + path, method, body, self.token)
 
     async def connect(self, timeout: float = 30) -> CallTimes:
         """Start a session and connect; returns how long each step took.
@@ -441,30 +314,7 @@ class Call:
         """
         if self.peer is None:
             raise RuntimeError("connect() first")
-        peer = self.peer
-        # The agent listens once its pipeline runs (bot-ready), which can be after media connects; its
-        # greeting starts then.
-        await peer.wait_for(lambda: peer.event_after("bot-ready", 0.0) is not None, timeout, "the agent (bot-ready)")
-        await asyncio.sleep(0.5)
-        await peer.wait_for(lambda: not peer.bot_speaking(), timeout, "the agent to finish speaking")
-        replies_before = len(peer.bot_replies())
-        spoke_at = time.monotonic()
-        peer.track.play(espeak_pcm(text, PEER_RATE))
-        await peer.wait_for(lambda: peer.track.speech_ended_at is not None, timeout, "the utterance to be sent")
-        spoken_until = peer.track.speech_ended_at or spoke_at
-        await peer.wait_for(lambda: peer.transcript() is not None, timeout, "the agent's transcript")
-        # The reply's text comes over the data channel when its audio has been spoken.
-        await peer.wait_for(lambda: len(peer.bot_replies()) > replies_before, timeout, "the agent's reply")
-        await peer.wait_for(lambda: peer.first_speech_after(spoken_until) is not None, timeout, "the spoken reply")
-        await peer.wait_for(lambda: not peer.bot_speaking(), timeout, "the reply to end")
-        return Exchange(
-            heard=peer.transcript(),
-            reply=" ".join(peer.bot_replies()[replies_before:]),
-            reply_rms=rms(peer.audio_since(spoken_until)),
-            reply_seconds=time.monotonic() - spoke_at,
-            spoken_until=spoken_until,
-            reply_audible_at=peer.first_speech_after(spoken_until) or spoken_until,
-        )
+        return await converse(self.peer, self.peer.track.microphone, text, timeout=timeout)
 
     async def close(self) -> None:
         """Hang up."""
@@ -496,26 +346,62 @@ async def _run(url: str, text: str | None, relay_only: bool, token: str | None) 
             await peer.wait_for(lambda: peer.first_speech_after(call.started_at) is not None, 10, "the greeting")
         exchange = await call.say(text) if text else None
         first = peer.first_speech_after(call.started_at) if peer else None
-        return CallReport(
-            session_id=call.session_id,
-            start_ms=round(times.start_seconds * 1000, 1),
-            connect_ms=round(times.connect_seconds * 1000, 1),
-            first_audio_ms=None if first is None else round((first - call.started_at) * 1000, 1),
-            selected_pair=times.selected_pair,
-            heard=exchange.heard if exchange else None,
-            reply=exchange.reply if exchange else None,
-            reply_rms=round(exchange.reply_rms, 1) if exchange else None,
-            voice_to_voice_ms=round(exchange.voice_to_voice_seconds * 1000, 1) if exchange else None,
-        )
+        return _report(call.session_id, times.start_seconds, times.connect_seconds, first=first,
+                       started_at=call.started_at, selected_pair=times.selected_pair, exchange=exchange)  # fmt: skip
     finally:
         await call.close()
+
+
+async def _run_websocket(url: str, text: str | None, token: str | None) -> CallReport:
+    from local.websocket_client import WebSocketCall  # noqa: PLC0415 - Pipecat's protobufs only here
+
+    call = WebSocketCall(url, token=token)
+    try:
+        times = await call.connect()
+        heard = call.heard
+        await heard.wait_for(lambda: heard.first_speech_after(call.started_at) is not None, 10, "the greeting")
+        exchange = await call.say(text) if text else None
+        first = heard.first_speech_after(call.started_at)
+        return _report(call.session_id, times.start_seconds, times.connect_seconds, first=first,
+                       started_at=call.started_at, selected_pair=None, exchange=exchange)  # fmt: skip
+    finally:
+        await call.close()
+
+
+def _report(
+    session_id: str | None,
+    start_seconds: float,
+    connect_seconds: float,
+    *,
+    first: float | None,
+    started_at: float,
+    selected_pair: tuple[str, str] | None,
+    exchange: Exchange | None,
+) -> CallReport:
+    return CallReport(
+        session_id=session_id,
+        start_ms=round(start_seconds * 1000, 1),
+        connect_ms=round(connect_seconds * 1000, 1),
+        first_audio_ms=None if first is None else round((first - started_at) * 1000, 1),
+        selected_pair=selected_pair,
+        heard=exchange.heard if exchange else None,
+        reply=exchange.reply if exchange else None,
+        reply_rms=round(exchange.reply_rms, 1) if exchange else None,
+        voice_to_voice_ms=round(exchange.voice_to_voice_seconds * 1000, 1) if exchange else None,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Make one call and print what happened; exit 1 when it fails."""
     parser = argparse.ArgumentParser(
         prog="python -m local.call_client",
-        description="Make one WebRTC call through the broker API (make local) and print how it went.",
+        description="Make one call through the broker API (make local) and print how it went.",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=("webrtc", "websocket"),
+        default="webrtc",
+        help="webrtc: aiortc through the TURN relay; websocket: the presigned ws_url (%(default)s)",
     )
     parser.add_argument("--url", default="http://127.0.0.1:7860", help="broker API base URL (%(default)s)")
     parser.add_argument("--say", default="how are you", help="what to say; empty to only connect (%(default)r)")
@@ -524,10 +410,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     try:
-        report = asyncio.run(
-            asyncio.wait_for(_run(args.url, args.say or None, not args.any_candidates, args.token), 90)
+        text = args.say or None
+        run = (
+            _run_websocket(args.url, text, args.token)
+            if args.transport == "websocket"
+            else _run(args.url, text, not args.any_candidates, args.token)
         )
-    except (ApiError, TimeoutError, OSError) as exc:
+        report = asyncio.run(asyncio.wait_for(run, 90))
+    except (ApiError, TimeoutError, OSError, InvalidHandshake) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.json:
