@@ -6,8 +6,10 @@ Manager, from one botocore session), the session key, the resolver. The X-Ray SD
 import, so the Tracer exists only when the function runs with active tracing (Lambda then sets
 ``AWS_XRAY_DAEMON_ADDRESS``), and it patches botocore alone. Environment: the broker's ``TURN_*`` variables,
 ``AGENT_INVOKER`` (``agentcore`` or ``local``), ``AGENT_RUNTIME_ARN`` / ``AGENT_RUNTIME_QUALIFIER``
-or ``LOCAL_AGENT_URL``, and ``SESSION_SIGNING_KEY_SECRET_ARN`` (a Secrets Manager secret) or
-``SESSION_SIGNING_KEY`` (the key itself, for local runs).
+or ``LOCAL_AGENT_URL``, ``SESSION_SIGNING_KEY_SECRET_ARN`` (a Secrets Manager secret) or
+``SESSION_SIGNING_KEY`` (the key itself, for local runs), and ``BROKER_TRANSPORTS`` (``webrtc``,
+``websocket``; default ``webrtc``) with ``WEBSOCKET_URL_EXPIRES_SECONDS`` (1-300, default 60) for the
+presigned WebSocket URLs, signed with the function's own credentials.
 """
 
 from __future__ import annotations

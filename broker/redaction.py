@@ -2,6 +2,8 @@
 
 - botocore dumps every response body at DEBUG: a ``GetIceServerConfig`` body holds TURN passwords.
 - Powertools' event handler logs every route's arguments at DEBUG: an offer's holds the whole SDP.
+- botocore's signer logs each canonical request and signature at DEBUG: for a presigned WebSocket URL
+  the two rebuild the URL (session token included), which opens the session until it expires.
 
 Each filter rewrites only the records that would leak, so the rest of the DEBUG trail stays useful.
 """
@@ -53,12 +55,20 @@ def _logs_route_arguments(record: logging.LogRecord) -> bool:
     return str(record.msg).startswith("Calling API Route Handler")
 
 
+def _logs_signature_material(record: logging.LogRecord) -> bool:
+    return str(record.msg).startswith(("CanonicalRequest", "Signature"))
+
+
 _FILTERS = {
     "botocore.parsers": RedactingFilter(
         _holds_turn_password, "Response body: [redacted by the TURN broker: it holds TURN credentials]"
     ),
     "aws_lambda_powertools.event_handler.api_gateway": RedactingFilter(
         _logs_route_arguments, "Calling API Route Handler: [arguments redacted: they may hold SDP]"
+    ),
+    "botocore.auth": RedactingFilter(
+        _logs_signature_material,
+        "[redacted by the TURN broker: a canonical request or signature rebuilds a presigned URL]",
     ),
 }
 

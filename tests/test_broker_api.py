@@ -9,21 +9,24 @@ import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from broker.api.agents import HttpAgentInvoker
 from broker.api.config import build_service
-from broker.api.errors import BadGatewayError, RetryLaterError
+from broker.api.errors import BadGatewayError, BadRequestError, RetryLaterError
 from broker.api.models import MAX_CANDIDATES, OfferRequest, StartRequest
-from broker.api.service import BrokerService
+from broker.api.service import ApiSettings, BrokerService, Transport
+from broker.api.sessions import SessionIssuer, SessionNotFoundError
 from broker.config import BrokerConfig
 from broker.core import IceBroker
+from broker.exceptions import ConfigurationError
 from broker.telemetry import MetricName
 from local.broker_api import LocalAuth, LocalBrokerApi, mint_token
 from local.kvs_emulator import EmulatorConfig, KvsEmulator
-from tests.api_support import Reply, agent_process, call, free_tcp_port
+from tests.api_support import RUNTIME_ARN, Reply, agent_process, call, free_tcp_port
 from tests.conftest import DUMMY_AWS_ENV
 from tests.emulator_stats import operation_total
 
@@ -370,3 +373,94 @@ def test_an_agent_refusing_the_brokers_ice_servers_is_a_logged_502(
     with pytest.raises(BadGatewayError):  # the broker's fault, not the browser's: never a 4xx
         service.offer("alice", session, OfferRequest(sdp=sdp, type="offer"))
     assert f"the agent refused the ICE servers the broker sent ({code})" in caplog.text
+
+
+# --- Transports: webrtc (TURN credentials) and websocket (a presigned URL) ----------------------
+
+WEBSOCKET_OFFERED = {"BROKER_TRANSPORTS": "webrtc,websocket", "AGENT_RUNTIME_ARN": RUNTIME_ARN}
+
+
+@pytest.fixture(scope="module")
+def both_api(env: dict[str, str]) -> Iterator[LocalBrokerApi]:
+    with LocalBrokerApi(build_service({**env, **WEBSOCKET_OFFERED}), auth=LocalAuth("hs256", SECRET)) as server:
+        yield server
+
+
+def test_a_websocket_start_returns_a_presigned_url_bound_to_the_callers_session(both_api: LocalBrokerApi) -> None:
+    reply = call(both_api.url, "POST", "/start", {"transport": "websocket"}, token=ALICE)
+    assert reply.status == 200, reply.body
+    assert set(reply.body) == {"sessionId", "ws_url"}  # no iceConfig key, not even a null one
+    session_id, url = reply.body["sessionId"], urlsplit(reply.body["ws_url"])
+    assert (url.scheme, url.netloc) == ("wss", "bedrock-agentcore.us-east-1.amazonaws.com")
+    assert url.path == f"/runtimes/{quote(RUNTIME_ARN, safe='')}/ws"
+    query = parse_qs(url.query)
+    assert query["X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"] == [session_id]
+    assert query["X-Amz-Expires"] == ["60"] and query["X-Amz-Signature"]
+    both_api.service.sessions.verify("alice", session_id)  # the broker's own id, bound to its caller
+    with pytest.raises(SessionNotFoundError):
+        both_api.service.sessions.verify("bob", session_id)
+    webrtc = call(both_api.url, "POST", "/start", {"transport": "webrtc"}, token=ALICE)
+    assert (webrtc.status, set(webrtc.body)) == (200, {"sessionId", "iceConfig"})  # unchanged, no ws_url key
+
+
+def test_a_websocket_start_mints_no_turn_credentials(emulator: KvsEmulator) -> None:
+    ice = IceBroker(BrokerConfig(channel_arns=tuple(emulator.create_channels(2)), region="us-east-1"))
+    env = {**DUMMY_AWS_ENV, **WEBSOCKET_OFFERED, "AGENT_INVOKER": "local", "SESSION_SIGNING_KEY": SESSION_KEY}
+    service = build_service(env, ice=ice)
+    answer = service.start("alice", StartRequest(transport="websocket"))
+    assert answer.ws_url and answer.iceConfig is None
+    for operation in ("GetIceServerConfig", "GetSignalingChannelEndpoint"):
+        assert operation_total(emulator, operation, "calls") == 0
+    assert MetricName.KVS_CALLS not in service.metrics.totals  # type: ignore[attr-defined]
+
+
+def test_an_unknown_or_unoffered_transport_is_a_400_naming_the_offered_ones(
+    api: LocalBrokerApi, both_api: LocalBrokerApi
+) -> None:
+    reply = call(api.url, "POST", "/start", {"transport": "websocket"}, token=ALICE)
+    expect_error(reply, 400, "unsupported_transport")
+    assert reply.body["error"]["message"] == "transport 'websocket' is not offered; this API offers: webrtc"
+    reply = call(both_api.url, "POST", "/start", {"transport": "daily"}, token=ALICE)
+    expect_error(reply, 400, "unsupported_transport")
+    assert reply.body["error"]["message"] == "unknown transport 'daily'; this API offers: webrtc, websocket"
+    expect_error(call(both_api.url, "POST", "/start", {"transport": "WebSocket"}, token=ALICE), 400)
+    expect_error(call(both_api.url, "POST", "/start", {"transport": "w" * 33}, token=ALICE), 422, "invalid_request")
+    smallwebrtc = call(both_api.url, "POST", "/start", {"transport": "smallwebrtc"}, token=ALICE)
+    assert smallwebrtc.status == 200 and smallwebrtc.body["iceConfig"]["iceServers"]
+    assert call(both_api.url, "POST", "/start", {"transport": None}, token=ALICE).body["iceConfig"]
+
+
+def test_with_webrtc_unoffered_a_start_that_names_no_transport_is_a_400(env: dict[str, str]) -> None:
+    service = build_service({**env, **WEBSOCKET_OFFERED, "BROKER_TRANSPORTS": "websocket"})
+    with pytest.raises(BadRequestError, match=r"default, webrtc, is not offered; this API offers: websocket$"):
+        service.start("alice", StartRequest())
+    assert service.start("alice", StartRequest(transport="websocket")).ws_url
+
+
+def test_the_websocket_url_is_never_logged(both_api: LocalBrokerApi, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    reply = call(both_api.url, "POST", "/start", {"transport": "websocket"}, token=ALICE)
+    url = reply.body["ws_url"]
+    signature = parse_qs(urlsplit(url).query)["X-Amz-Signature"][0]
+    server_side = ("broker", "local", "aws_lambda_powertools", "botocore", "urllib3")
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name.split(".")[0] in server_side)
+    assert "session started (websocket, URL valid 60 s)" in logged
+    assert "redacted by the TURN broker: a canonical request or signature" in logged  # botocore's DEBUG lines
+    for secret in (url, signature, url.split("?", 1)[1]):
+        assert secret not in logged
+
+
+def test_offering_websocket_needs_a_runtime_and_known_names(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigurationError, match="AGENT_RUNTIME_ARN"):
+        build_service({**env, "BROKER_TRANSPORTS": "webrtc,websocket"})
+    with pytest.raises(ConfigurationError, match="BROKER_TRANSPORTS"):
+        build_service({**env, "BROKER_TRANSPORTS": "webrtc,daily"})
+    assert build_service(env).settings.transports == {Transport.WEBRTC}  # unset: today's behaviour
+    service = build_service(env)
+    with pytest.raises(ConfigurationError, match="nothing signs"):
+        BrokerService(
+            ice=service.ice,
+            sessions=SessionIssuer(SESSION_KEY.encode()),
+            agent=service.agent,
+            settings=ApiSettings(transports=frozenset({Transport.WEBSOCKET})),
+        )

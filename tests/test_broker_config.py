@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from broker.api.config import offered_transports
+from broker.api.service import Transport
 from broker.config import BrokerConfig
 from broker.exceptions import ConfigurationError
 from broker.ice import IceServer, candidate_types, servers_from_kvs, uri_transport
@@ -123,3 +125,23 @@ def test_candidate_types_counts_the_candidates_of_an_sdp_by_type() -> None:
     )
     assert candidate_types(sdp) == {"host": 1, "relay": 2}
     assert candidate_types("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n") == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "offered"),
+    [
+        (None, {Transport.WEBRTC}),  # unset: what the API offered before there was a choice
+        ("", {Transport.WEBRTC}),
+        ("websocket", {Transport.WEBSOCKET}),
+        (" webrtc , websocket ", {Transport.WEBRTC, Transport.WEBSOCKET}),
+        ("websocket,websocket", {Transport.WEBSOCKET}),
+    ],
+)
+def test_broker_transports_names_what_start_offers(value: str | None, offered: set[Transport]) -> None:
+    assert offered_transports({} if value is None else {"BROKER_TRANSPORTS": value}) == offered
+
+
+@pytest.mark.parametrize("value", ["daily", "webrtc,smallwebrtc", "WebRTC", ",", "webrtc;websocket"])
+def test_unknown_broker_transports_name_the_variable_and_the_choices(value: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"BROKER_TRANSPORTS .*webrtc, websocket"):
+        offered_transports({"BROKER_TRANSPORTS": value})

@@ -78,6 +78,9 @@ class Context:
 event = http_api_event("POST", "/start", headers={"content-type": "application/json"}, body=b"{}",
                        claims={"sub": "user-1"}, source_ip="198.51.100.7")
 response = handler(event, Context())
+websocket_event = http_api_event("POST", "/start", headers={"content-type": "application/json"},
+                                 body=b'{"transport": "websocket"}', claims={"sub": "user-1"}, source_ip="198.51.100.7")
+websocket = json.loads(handler(websocket_event, Context())["body"])
 session = botocore.session.Session()
 clients = [session.create_client(name, region_name="us-east-1").meta.service_model.service_name
            for name in AWS_SERVICES]
@@ -88,7 +91,7 @@ except UnknownServiceError:
     s3 = "unknown"
 print(json.dumps({"botocore": botocore.__file__, "status": response["statusCode"],
                   "body": json.loads(response["body"]), "clients": clients, "s3": s3,
-                  "traced": tracer is not None}))
+                  "traced": tracer is not None, "ws_url": websocket.get("ws_url", websocket)}))
 """
 
 
@@ -102,6 +105,7 @@ def test_the_function_runs_from_the_trimmed_botocore(trimmed_site: Path, tracing
             "PATH": os.environ["PATH"],
             "PYTHONPATH": os.pathsep.join((str(trimmed_site), str(ROOT))),  # the trimmed copy comes first
             "AWS_ENDPOINT_URL_KINESIS_VIDEO": kvs.url,
+            "BROKER_TRANSPORTS": "webrtc,websocket",
             **(
                 {"AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{daemon.getsockname()[1]}",
                  "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"}
@@ -119,6 +123,8 @@ def test_the_function_runs_from_the_trimmed_botocore(trimmed_site: Path, tracing
     assert report["clients"] == list(AWS_SERVICES)
     assert report["s3"] == "unknown"  # the trimming is real: other services are gone
     assert report["traced"] is tracing
+    # The data plane's endpoint comes from the endpoint data the trimming keeps.
+    assert str(report["ws_url"]).startswith("wss://bedrock-agentcore.us-east-1.amazonaws.com/runtimes/")
 
 
 def test_trimming_refuses_a_site_without_botocore_or_a_service(tmp_path: Path, trimmed_site: Path) -> None:

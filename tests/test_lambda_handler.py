@@ -20,6 +20,7 @@ from contextlib import redirect_stdout
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
@@ -30,6 +31,7 @@ from local.broker_api import http_api_event
 from local.kvs_emulator import EmulatorConfig, KvsEmulator
 from tests.agentcore_shim import AgentCoreShim
 from tests.api_support import ROOT, RUNTIME_ARN, agent_process, lambda_env
+from tests.conftest import DUMMY_AWS_ENV
 from tests.test_broker_api import make_offer, offer_body
 
 
@@ -68,6 +70,7 @@ def deployment() -> Iterator[Deployment]:
             "AWS_ENDPOINT_URL_KINESIS_VIDEO": kvs.url,
             "AWS_ENDPOINT_URL_BEDROCK_AGENTCORE": shim.url,
             "POWERTOOLS_TRACE_DISABLED": "true",
+            "BROKER_TRANSPORTS": "webrtc,websocket",  # the stack's default
         }.items():
             patch.setenv(name, value)
         forget_handler_modules()
@@ -160,6 +163,26 @@ def test_start_offer_and_candidates_through_agentcore(deployment: Deployment) ->
         assert secret not in out
 
 
+def test_a_websocket_start_presigns_the_runtime_url_on_the_invocations_endpoint(deployment: Deployment) -> None:
+    logged_before = len(deployment.stdout.getvalue())
+    started = invoke(deployment, "POST", "/start", {"transport": "websocket"}, "user-1")
+    assert started["statusCode"] == 200, started["body"]
+    body = json.loads(started["body"])
+    assert set(body) == {"sessionId", "ws_url"}
+    # The endpoint InvokeAgentRuntime goes to (AWS_ENDPOINT_URL_BEDROCK_AGENTCORE) serves the WebSocket too.
+    shim_host = deployment.shim.url.removeprefix("http://")
+    url = urlsplit(body["ws_url"])
+    assert (url.scheme, url.netloc, url.path) == ("ws", shim_host, f"/runtimes/{quote(RUNTIME_ARN, safe='')}/ws")
+    query = parse_qs(url.query)
+    assert query["X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"] == [body["sessionId"]]
+    assert query["X-Amz-Credential"][0].startswith(f"{DUMMY_AWS_ENV['AWS_ACCESS_KEY_ID']}/")
+    out = deployment.stdout.getvalue()[logged_before:]
+    assert "session started (websocket" in out
+    assert body["ws_url"] not in out and query["X-Amz-Signature"][0] not in out
+    request_metrics = [r for r in emitted(out) if "_aws" in r]
+    assert request_metrics and all(MetricName.KVS_CALLS not in r for r in request_metrics)  # no TURN minted
+
+
 def test_a_request_without_a_subject_is_refused(deployment: Deployment) -> None:
     reply = invoke(deployment, "POST", "/start", {}, None)
     assert reply["statusCode"] == 401
@@ -206,7 +229,9 @@ print(json.dumps({
     "enabled": gc.isenabled(),
     "frozen": gc.get_freeze_count(),
     "loaded_early": loaded_early,
-    "modules": sorted(name for name in sys.modules if name.split(".")[0] in {"boto3", "s3transfer"}),
+    "modules": sorted(
+        name for name in sys.modules if name.split(".")[0] in {"boto3", "s3transfer", "bedrock_agentcore"}
+    ),
 }))
 """
 
@@ -214,7 +239,7 @@ print(json.dumps({
 def test_initialisation_runs_without_collections_and_leaves_the_collector_on() -> None:
     """A fresh interpreter imports the entry point as Lambda does: no collection, then everything frozen."""
     channel = "arn:aws:kinesisvideo:us-east-1:123456789012:channel/turn-pool-0/1700000000000"
-    env = {**lambda_env([channel]), "PATH": os.environ["PATH"]}
+    env = {**lambda_env([channel]), "PATH": os.environ["PATH"], "BROKER_TRANSPORTS": "webrtc,websocket"}
     run = subprocess.run(
         [sys.executable, "-c", INIT_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
@@ -224,4 +249,6 @@ def test_initialisation_runs_without_collections_and_leaves_the_collector_on() -
     assert report["collections"] == 0, report
     assert report["enabled"] is True, report
     assert report["frozen"] > 50_000, report  # the clients, models and classes made at initialisation
-    assert report["modules"] == [], report  # botocore alone: boto3 would bring s3transfer into every cold start
+    # botocore alone: boto3 would bring s3transfer into every cold start, and the AgentCore SDK's URL
+    # signer boto3, starlette and 300 ms more (the broker presigns WebSocket URLs with botocore).
+    assert report["modules"] == [], report

@@ -8,8 +8,9 @@ from typing import Any
 import botocore.session
 
 from broker.api.agents import AgentCoreInvoker, AgentInvoker, HttpAgentInvoker
-from broker.api.service import ApiSettings, BrokerService, MetricsSink
+from broker.api.service import ApiSettings, BrokerService, MetricsSink, Transport
 from broker.api.sessions import MIN_KEY_BYTES, SessionIssuer
+from broker.api.websocket_urls import DEFAULT_EXPIRES_SECONDS, MAX_EXPIRES_SECONDS, WebSocketUrlSigner, endpoint_url
 from broker.config import BrokerConfig
 from broker.core import IceBroker
 from broker.exceptions import ConfigurationError
@@ -17,6 +18,8 @@ from broker.kvs import KvsSignaling
 from broker.pool_manifest import PoolManifest
 
 MANIFEST_VARIABLE = "TURN_POOL_MANIFEST_SECRET_ARN"
+TRANSPORTS_VARIABLE = "BROKER_TRANSPORTS"
+EXPIRY_VARIABLE = "WEBSOCKET_URL_EXPIRES_SECONDS"
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
@@ -81,6 +84,55 @@ def agent_invoker(env: Mapping[str, str], *, session: botocore.session.Session |
     raise ConfigurationError(f"AGENT_INVOKER must be 'agentcore' or 'local', got {kind!r}")
 
 
+def offered_transports(env: Mapping[str, str]) -> frozenset[Transport]:
+    """The transports ``BROKER_TRANSPORTS`` names (comma-separated; default ``webrtc``).
+
+    Raises:
+        ConfigurationError: A name is unknown, or none is given.
+    """
+    raw = env.get(TRANSPORTS_VARIABLE, "").strip() or Transport.WEBRTC.value
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    known = ", ".join(transport.value for transport in Transport)
+    try:
+        transports = frozenset(Transport(name) for name in names)
+    except ValueError:
+        raise ConfigurationError(f"{TRANSPORTS_VARIABLE} must list transports from {known}, got {raw!r}") from None
+    if not transports:
+        raise ConfigurationError(f"{TRANSPORTS_VARIABLE} must name at least one of {known}")
+    return transports
+
+
+def websocket_url_signer(env: Mapping[str, str], *, session: botocore.session.Session) -> WebSocketUrlSigner:
+    """The signer of the agent runtime's WebSocket URLs, with credentials from ``session``.
+
+    ``AGENT_RUNTIME_ARN`` and ``AGENT_RUNTIME_QUALIFIER`` name the runtime (as for invocations), the
+    region is ``AWS_REGION`` (``AWS_DEFAULT_REGION``), ``AWS_ENDPOINT_URL_BEDROCK_AGENTCORE`` moves the
+    endpoint (local mode), and ``WEBSOCKET_URL_EXPIRES_SECONDS`` (1-300, default 60) bounds each URL.
+
+    Raises:
+        ConfigurationError: A variable is missing or invalid, or ``session`` has no credentials.
+    """
+    arn = env.get("AGENT_RUNTIME_ARN", "").strip()
+    if not arn.startswith("arn:"):
+        raise ConfigurationError("AGENT_RUNTIME_ARN must be the agent runtime's ARN (a stack output)")
+    region = (
+        env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or session.get_config_variable("region") or ""
+    ).strip()
+    if not region:
+        raise ConfigurationError("AWS_REGION must be set to sign the agent's WebSocket URLs")
+    expires = _number(env, EXPIRY_VARIABLE, DEFAULT_EXPIRES_SECONDS)
+    if not expires.is_integer() or expires > MAX_EXPIRES_SECONDS:
+        raise ConfigurationError(f"{EXPIRY_VARIABLE} must be a whole number of seconds from 1 to {MAX_EXPIRES_SECONDS}")
+    return WebSocketUrlSigner(
+        arn,
+        region=region,
+        credentials=session.get_credentials(),
+        endpoint_url=endpoint_url(env, region, session=session),
+        qualifier=env.get("AGENT_RUNTIME_QUALIFIER") or None,
+        expires_seconds=int(expires),
+    )
+
+
 def ice_broker(
     env: Mapping[str, str], *, session: botocore.session.Session, secrets_client: Any | None = None
 ) -> IceBroker:
@@ -110,8 +162,13 @@ def build_service(
     metrics: MetricsSink | None = None,
     ice: IceBroker | None = None,
     agent: AgentInvoker | None = None,
+    session: botocore.session.Session | None = None,
 ) -> BrokerService:
     """Build the service from environment variables; ``ice`` and ``agent`` override what they would build.
+
+    ``session`` (default: a new one) creates every client and holds the credentials WebSocket URLs
+    are signed with; local mode passes one with its offline credentials, leaving the process's
+    environment alone.
 
     Raises:
         ConfigurationError: A variable is missing or invalid; the message names it.
@@ -119,10 +176,11 @@ def build_service(
     settings = ApiSettings(
         answer_timeout_seconds=_number(env, "AGENT_ANSWER_TIMEOUT_SECONDS", ApiSettings.answer_timeout_seconds),
         max_body_bytes=int(_number(env, "API_MAX_BODY_BYTES", ApiSettings.max_body_bytes)),
+        transports=offered_transports(env),
     )
     # One botocore session for every client: each session loads botocore's data files again. botocore,
     # not boto3: boto3 adds nothing the broker uses and its import pulls in s3transfer (~14 ms of cold start).
-    session = botocore.session.Session()
+    session = session or botocore.session.Session()
     secrets = (
         session.create_client("secretsmanager")
         if env.get("SESSION_SIGNING_KEY_SECRET_ARN") or env.get(MANIFEST_VARIABLE)
@@ -130,10 +188,14 @@ def build_service(
     )
     if ice is None:
         ice = ice_broker(env, session=session, secrets_client=secrets)
+    agent = agent or agent_invoker(env, session=session)
+    # After the clients: they have loaded the endpoint data the signer reads, so it costs nothing more.
+    signer = websocket_url_signer(env, session=session) if Transport.WEBSOCKET in settings.transports else None
     return BrokerService(
         ice=ice,
         sessions=SessionIssuer(session_key(env, secrets_client=secrets, session=session)),
-        agent=agent or agent_invoker(env, session=session),
+        agent=agent,
         metrics=metrics,
         settings=settings,
+        websocket_urls=signer,
     )

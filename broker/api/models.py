@@ -22,14 +22,25 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
+MAX_TRANSPORT_CHARS = 32
+
+
 class StartRequest(_Model):
     """``POST /start``: what the Pipecat client sends to start a session."""
 
-    transport: Literal["webrtc", "smallwebrtc"] | None = Field(
-        default=None, description="Transport the client will use; only WebRTC is served."
+    # A string, not an enum: which transports are offered is the deployment's choice, and a name it
+    # does not offer is a 400 that lists the ones it does (see BrokerService.start).
+    transport: Annotated[StrictStr, Field(max_length=MAX_TRANSPORT_CHARS)] | None = Field(
+        default=None,
+        description=(
+            "Transport the client will use: 'webrtc' (the default; 'smallwebrtc' is the same) or 'websocket'. "
+            "A transport the deployment does not offer is refused with a 400 that names the ones it offers."
+        ),
+        examples=["webrtc", "websocket"],
     )
     enableDefaultIceServers: StrictBool | None = Field(
-        default=None, description="Accepted for compatibility: TURN servers from the KVS pool are always returned."
+        default=None,
+        description="Accepted for compatibility: a WebRTC session always gets TURN servers from the KVS pool.",
     )
     body: dict[str, Any] | None = Field(default=None, description="Application data for the agent (opaque).")
 
@@ -48,11 +59,31 @@ class IceConfig(_Model):
     iceServers: list[IceServerModel]
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class StartResponse(_Model):
-    """The new session and the TURN servers its browser should use."""
+    """The new session and how its browser reaches the agent: TURN servers (webrtc) or a WebSocket URL."""
 
     sessionId: str = Field(description="Opaque session id; also the AgentCore runtimeSessionId.")
-    iceConfig: IceConfig
+    iceConfig: IceConfig | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="webrtc only: the TURN servers for RTCPeerConnection, minted from the KVS channel pool.",
+    )
+    ws_url: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description=(
+            "websocket only: a SigV4-presigned wss:// URL of the agent runtime's WebSocket, bound to this "
+            "session (X-Amzn-Bedrock-AgentCore-Runtime-Session-Id) and valid for at most 300 s (a deployment "
+            "setting). It is read once, when the socket opens: pass it to the Pipecat WebSocketTransport "
+            "as {wsUrl: ws_url} (the transport refuses the other fields of this answer). It is a bearer "
+            "credential until it expires: do not log it. No TURN credentials are minted for a websocket "
+            "session, so there is no iceConfig and no offer route."
+        ),
+    )
 
 
 class OfferRequest(_Model):

@@ -39,6 +39,16 @@ redaction.install()
 API_TITLE = "Pipecat AgentCore TURN broker"
 API_VERSION = "1.0.0"
 SESSION_PATH = "/sessions/<sessionId>/api/offer"
+START_DESCRIPTION = (
+    "Issues a session id bound to the caller. `transport` chooses how the browser reaches the agent:\n\n"
+    "- `webrtc` (the default when omitted; `smallwebrtc` is the same): the answer holds `iceConfig`, TURN "
+    "credentials minted from the KVS channel pool, and the SDP exchange follows on the session's offer route.\n"
+    "- `websocket`: the answer holds `ws_url`, a SigV4-presigned URL of the agent runtime's WebSocket for "
+    "this session, valid for at most 300 s. The broker mints no TURN credentials (no KVS call) for it, "
+    "and the offer routes are not used.\n\n"
+    "A transport the deployment does not offer, or an unknown one, is a 400 (`unsupported_transport`) whose "
+    "message lists the transports offered."
+)
 
 _ERRORS: dict[int, OpenAPIResponse] = {
     status: {"description": text, "content": {"application/json": {"model": ErrorResponse}}}
@@ -55,8 +65,11 @@ _ERRORS: dict[int, OpenAPIResponse] = {
 }
 
 
-def _responses(success: str) -> dict[int, OpenAPIResponse]:
-    return {200: {"description": success}, **_ERRORS}
+def _responses(success: str, *, bad_request: str | None = None) -> dict[int, OpenAPIResponse]:
+    responses: dict[int, OpenAPIResponse] = {200: {"description": success}, **_ERRORS}
+    if bad_request is not None:
+        responses[400] = {"description": bad_request, "content": _ERRORS[400]["content"]}
+    return responses
 
 
 def _json(status: int, body: object, headers: dict[str, str] | None = None) -> Response[str]:
@@ -104,7 +117,12 @@ def build_resolver(
             raise UnauthorizedError("a verified JWT with a 'sub' claim is required")
         return sub
 
-    @app.post("/start", summary="Start a session", responses=_responses("The session"))
+    @app.post(
+        "/start",
+        summary="Start a session",
+        description=START_DESCRIPTION,
+        responses=_responses("The session", bad_request="Malformed JSON, or a transport not offered"),
+    )
     def start(body: Annotated[StartRequest | None, Body()] = None) -> StartResponse:
         caller = subject()
         with slow_section():

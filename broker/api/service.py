@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from broker.api.agents import AgentBusyError, AgentError, AgentInvoker, AgentTimeoutError, Event
@@ -29,7 +30,8 @@ from broker.api.models import (
     StatusResponse,
 )
 from broker.api.sessions import SessionIssuer
-from broker.exceptions import BrokerError, PoolExhaustedError
+from broker.api.websocket_urls import WebSocketUrlError, WebSocketUrlSigner
+from broker.exceptions import BrokerError, ConfigurationError, PoolExhaustedError
 from broker.ice import IceServerSet
 from broker.telemetry import MetricName, Peer
 
@@ -73,17 +75,35 @@ class InMemoryMetrics:
                 totals[name] = totals.get(name, 0.0) + value
 
 
+class Transport(enum.StrEnum):
+    """How a session's browser reaches its agent."""
+
+    WEBRTC = "webrtc"
+    """Media through TURN relays: ``/start`` mints TURN credentials, the offer routes carry the SDP."""
+    WEBSOCKET = "websocket"
+    """Audio frames over the agent runtime's WebSocket, at a presigned URL: no TURN, no offer."""
+
+
+TRANSPORT_ALIASES: dict[str, Transport] = {
+    **{transport.value: transport for transport in Transport},
+    "smallwebrtc": Transport.WEBRTC,
+}
+"""The names ``/start`` accepts; the Pipecat SmallWebRTC client may say ``smallwebrtc``."""
+
+
 @dataclass(frozen=True)
 class ApiSettings:
-    """Limits of the API.
+    """Limits of the API and what it offers.
 
     Attributes:
         answer_timeout_seconds: Longest wait for the agent's answer to an offer or candidates.
         max_body_bytes: Largest request body accepted.
+        transports: The transports ``/start`` offers (a request that names none gets WebRTC).
     """
 
     answer_timeout_seconds: float = 20.0
     max_body_bytes: int = 128 * 1024
+    transports: frozenset[Transport] = field(default_factory=lambda: frozenset({Transport.WEBRTC}))
 
 
 # Agent error codes (see agent/payloads.py) and the HTTP errors they become. The ICE server codes
@@ -120,8 +140,12 @@ class BrokerService:
         sessions: Mints and checks session ids.
         agent: Reaches the session's agent.
         metrics: Where per-request metrics go.
-        settings: Limits.
+        settings: Limits and the transports offered.
+        websocket_urls: Presigns the agent's WebSocket URL (required when ``websocket`` is offered).
         clock: Monotonic clock for latency metrics.
+
+    Raises:
+        ConfigurationError: ``websocket`` is offered without a signer, or no transport is offered.
     """
 
     def __init__(
@@ -132,6 +156,7 @@ class BrokerService:
         agent: AgentInvoker,
         metrics: MetricsSink | None = None,
         settings: ApiSettings | None = None,
+        websocket_urls: WebSocketUrlSigner | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ice = ice
@@ -139,15 +164,25 @@ class BrokerService:
         self.agent = agent
         self.metrics: MetricsSink = metrics or InMemoryMetrics()
         self.settings = settings or ApiSettings()
+        self.websocket_urls = websocket_urls
         self._clock = clock
+        if not self.settings.transports:
+            raise ConfigurationError("the API must offer at least one transport")
+        if Transport.WEBSOCKET in self.settings.transports and websocket_urls is None:
+            raise ConfigurationError("the websocket transport is offered but nothing signs its URLs")
+        self._offered = ", ".join(sorted(self.settings.transports))
 
     def start(self, subject: str, request: StartRequest) -> StartResponse:
-        """Start a session: a new session id and TURN credentials for the browser.
+        """Start a session: a new session id, and TURN credentials or the agent's WebSocket URL.
 
         Raises:
+            BadRequestError: The transport is unknown or not offered (400).
             RetryLaterError: The channel pool is exhausted (503 with ``Retry-After``).
-            BadGatewayError: KVS failed.
+            BadGatewayError: KVS failed, or the WebSocket URL could not be signed.
         """
+        transport = self._transport(request.transport)
+        if transport is Transport.WEBSOCKET:
+            return self._start_websocket(subject)
         ice = self._credentials("browser")
         session_id = self.sessions.issue(subject)
         logger.info("session started (%d ICE servers from %s)", len(ice.servers), ice.channel_arn)
@@ -155,6 +190,36 @@ class BrokerService:
             sessionId=session_id,
             iceConfig=IceConfig(iceServers=[IceServerModel(**server) for server in ice.to_dicts()]),
         )
+
+    def _transport(self, name: str | None) -> Transport:
+        """The offered transport ``name`` means (none named: WebRTC, as before transports were offered).
+
+        Raises:
+            BadRequestError: ``name`` is unknown or not offered; the message lists what is offered.
+        """
+        transport = Transport.WEBRTC if name is None else TRANSPORT_ALIASES.get(name)
+        if transport is not None and transport in self.settings.transports:
+            return transport
+        if name is None:
+            problem = "no transport was named and the default, webrtc, is not offered"
+        elif transport is None:
+            problem = f"unknown transport {name!r}"  # at most 32 characters (the model's limit)
+        else:
+            problem = f"transport {name!r} is not offered"
+        raise BadRequestError(f"{problem}; this API offers: {self._offered}", code="unsupported_transport")
+
+    def _start_websocket(self, subject: str) -> StartResponse:
+        """A session whose browser opens the agent's WebSocket itself: no TURN credentials, no KVS call."""
+        assert self.websocket_urls is not None  # noqa: S101 (the constructor checks it)
+        session_id = self.sessions.issue(subject)
+        try:
+            url = self.websocket_urls.presign(session_id)
+        except WebSocketUrlError as exc:
+            logger.error("the agent's WebSocket URL could not be signed: %s", exc)
+            raise BadGatewayError("the agent's WebSocket URL could not be signed", code="signing_failed") from exc
+        # Never the URL: it opens the session for anyone until it expires.
+        logger.info("session started (websocket, URL valid %d s)", self.websocket_urls.expires_seconds)
+        return StartResponse(sessionId=session_id, ws_url=url)
 
     def _credentials(self, peer: Peer) -> IceServerSet:
         """TURN credentials for one peer from the pool, with that peer's metrics.
