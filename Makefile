@@ -16,8 +16,10 @@ CDK_ARGS ?=
 PYTHON312 ?= $(shell for p in "$$(pyenv root 2>/dev/null)"/versions/3.12.*/bin/python3.12; do [ -x "$$p" ] && c="$$p"; done; \
 	[ -n "$$c" ] && echo "$$c" || command -v python3.12)
 
-# Debian packages the local mode and the tests need: command -> package.
-SYSTEM_PACKAGES := turnserver:coturn espeak-ng:espeak-ng chromium:chromium
+# Debian packages the local mode and the tests need: command -> package. ip, nft and iptables make
+# bench.impaired_network's namespaces, loss and delay queue (they live in sbin, hence SYSTEM_PATH).
+SYSTEM_PACKAGES := turnserver:coturn espeak-ng:espeak-ng chromium:chromium ip:iproute2 nft:nftables iptables:iptables
+SYSTEM_PATH := $(PATH):/usr/sbin:/sbin
 
 .PHONY: help
 help: ## List the targets
@@ -38,8 +40,8 @@ $(STAMPS)/node: package.json package-lock.json | $(STAMPS)
 	@touch $@
 
 .PHONY: system-deps
-system-deps: ## Install the Debian packages local mode and the tests need (coturn, espeak-ng, chromium)
-	@missing=""; for pair in $(SYSTEM_PACKAGES); do command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
+system-deps: ## Install the Debian packages local mode and the tests need (coturn, espeak-ng, chromium, nftables, ...)
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do PATH="$(SYSTEM_PATH)" command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
