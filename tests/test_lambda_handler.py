@@ -1,8 +1,8 @@
 """The Lambda adapter: API Gateway HTTP API events in, with real botocore clients for KVS and AgentCore.
 
-KVS is the emulator; AgentCore is a loopback shim in front of the real agent, reached by the real
-``bedrock-agentcore`` client. Everything the function prints (Powertools logs and EMF metrics) is
-captured, parsed and scanned.
+KVS is the emulator; AgentCore is the local stand-in (SigV4 checked) in front of the real agent,
+reached by the real ``bedrock-agentcore`` client. Everything the function prints (Powertools logs and
+EMF metrics) is captured, parsed and scanned.
 """
 
 from __future__ import annotations
@@ -23,13 +23,15 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from broker.api.config import session_key
 from broker.exceptions import ConfigurationError
 from broker.telemetry import METRICS_NAMESPACE, PEER_DIMENSION, SERVICE_NAME, MetricName
+from local.agentcore import AgentCoreConfig, AgentCoreStandIn
 from local.broker_api import http_api_event
 from local.kvs_emulator import EmulatorConfig, KvsEmulator
-from tests.agentcore_shim import AgentCoreShim
 from tests.api_support import ROOT, RUNTIME_ARN, agent_process, lambda_env
 from tests.conftest import DUMMY_AWS_ENV
 from tests.test_broker_api import make_offer, offer_body
@@ -46,7 +48,7 @@ class LambdaContext:
 @dataclass
 class Deployment:
     module: ModuleType
-    shim: AgentCoreShim
+    agentcore: AgentCoreStandIn
     stdout: io.StringIO  # what the function printed: its JSON logs and EMF metrics
 
 
@@ -63,12 +65,19 @@ def deployment() -> Iterator[Deployment]:
         pytest.MonkeyPatch.context() as patch,
         KvsEmulator(EmulatorConfig(port=0)) as kvs,
         agent_process() as agent_url,
-        AgentCoreShim(agent_url) as shim,
+        AgentCoreStandIn(
+            AgentCoreConfig(
+                runtime_arn=RUNTIME_ARN,
+                agent_url=agent_url,
+                access_key_id=DUMMY_AWS_ENV["AWS_ACCESS_KEY_ID"],
+                secret_access_key=DUMMY_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+            )
+        ) as agentcore,
     ):
         for name, value in {
             **lambda_env(kvs.create_channels(2)),
             "AWS_ENDPOINT_URL_KINESIS_VIDEO": kvs.url,
-            "AWS_ENDPOINT_URL_BEDROCK_AGENTCORE": shim.url,
+            "AWS_ENDPOINT_URL_BEDROCK_AGENTCORE": agentcore.url,
             "POWERTOOLS_TRACE_DISABLED": "true",
             "BROKER_TRANSPORTS": "webrtc,websocket",  # the stack's default
         }.items():
@@ -77,7 +86,7 @@ def deployment() -> Iterator[Deployment]:
         stdout = io.StringIO()
         with redirect_stdout(stdout):  # the Logger binds its stream at import, as in Lambda
             module = importlib.import_module("broker.lambda_handler")
-        yield Deployment(module, shim, stdout)
+        yield Deployment(module, agentcore, stdout)
         forget_handler_modules()
 
 
@@ -97,7 +106,7 @@ def emitted(out: str) -> list[dict[str, Any]]:
 
 
 def test_start_offer_and_candidates_through_agentcore(deployment: Deployment) -> None:
-    module, shim = deployment, deployment.shim
+    module, agentcore = deployment, deployment.agentcore
     started = invoke(module, "POST", "/start", {"transport": "webrtc"}, "user-1")
     assert started["statusCode"] == 200
     start = json.loads(started["body"])
@@ -118,7 +127,12 @@ def test_start_offer_and_candidates_through_agentcore(deployment: Deployment) ->
     assert answered["statusCode"] == 200, answered["body"]
     answer = json.loads(answered["body"])
     assert answer["type"] == "answer" and answer["sdp"].startswith("v=0")
-    assert shim.seen[-1] == (RUNTIME_ARN, session_id)  # InvokeAgentRuntime(runtimeSessionId=the session)
+    invoked = agentcore.accepted()[-1]  # InvokeAgentRuntime(runtimeSessionId=the session), signature checked
+    assert (invoked.operation, invoked.runtime_arn, invoked.session_id) == (
+        "InvokeAgentRuntime",
+        RUNTIME_ARN,
+        session_id,
+    )
 
     patched = invoke(
         module, "PATCH", f"/sessions/{session_id}/api/offer", {"pc_id": answer["pc_id"], "candidates": []}, "user-1"
@@ -170,9 +184,9 @@ def test_a_websocket_start_presigns_the_runtime_url_on_the_invocations_endpoint(
     body = json.loads(started["body"])
     assert set(body) == {"sessionId", "ws_url"}
     # The endpoint InvokeAgentRuntime goes to (AWS_ENDPOINT_URL_BEDROCK_AGENTCORE) serves the WebSocket too.
-    shim_host = deployment.shim.url.removeprefix("http://")
+    standin_host = deployment.agentcore.host
     url = urlsplit(body["ws_url"])
-    assert (url.scheme, url.netloc, url.path) == ("ws", shim_host, f"/runtimes/{quote(RUNTIME_ARN, safe='')}/ws")
+    assert (url.scheme, url.netloc, url.path) == ("ws", standin_host, f"/runtimes/{quote(RUNTIME_ARN, safe='')}/ws")
     query = parse_qs(url.query)
     assert query["X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"] == [body["sessionId"]]
     assert query["X-Amz-Credential"][0].startswith(f"{DUMMY_AWS_ENV['AWS_ACCESS_KEY_ID']}/")
@@ -181,6 +195,19 @@ def test_a_websocket_start_presigns_the_runtime_url_on_the_invocations_endpoint(
     assert body["ws_url"] not in out and query["X-Amz-Signature"][0] not in out
     request_metrics = [r for r in emitted(out) if "_aws" in r]
     assert request_metrics and all(MetricName.KVS_CALLS not in r for r in request_metrics)  # no TURN minted
+    # The stand-in checks the URL as AgentCore would (SigV4, runtime, session id): the broker's passes.
+    assert asyncio.run(open_websocket(body["ws_url"])) in (None, 424)  # opened, or the agent has no /ws
+    opened = deployment.agentcore.accepted()[-1]
+    assert (opened.operation, opened.runtime_arn, opened.session_id) == ("WebSocket", RUNTIME_ARN, body["sessionId"])
+
+
+async def open_websocket(url: str) -> int | None:
+    """Open and close ``url``; the HTTP status if the upgrade is refused."""
+    try:
+        async with connect(url, open_timeout=5):
+            return None
+    except InvalidStatus as refused:
+        return refused.response.status_code
 
 
 def test_a_request_without_a_subject_is_refused(deployment: Deployment) -> None:
