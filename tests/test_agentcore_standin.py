@@ -16,6 +16,8 @@ import logging
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -544,3 +546,11 @@ def test_a_bad_setting_is_named(settings: dict[str, Any], named: str) -> None:
     values: dict[str, Any] = {"runtime_arn": RUNTIME_ARN, "agent_url": "http://127.0.0.1:8080", **settings}
     with pytest.raises(ConfigError, match=named):
         AgentCoreConfig(**values)
+
+
+def test_another_path_is_an_unknown_operation(standin: AgentCoreStandIn) -> None:
+    request = urllib.request.Request(f"{standin.url}/runtimes/{quote(RUNTIME_ARN, safe='')}/other", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 404
+    assert refused.value.headers["x-amzn-ErrorType"] == "UnknownOperationException"

@@ -71,6 +71,11 @@ class ApiError(AgentCoreStandInError):
         return cls._modeled("InternalServerException", message)
 
     @classmethod
+    def unknown_operation(cls) -> ApiError:
+        """No operation is served at this method and path (404)."""
+        return cls("UnknownOperationException", HTTPStatus.NOT_FOUND, "The requested operation does not exist.")
+
+    @classmethod
     def missing_authentication(cls) -> ApiError:
         """The request carries neither an ``Authorization`` header nor a presigned query (403)."""
         return cls("MissingAuthenticationTokenException", HTTPStatus.FORBIDDEN, "Missing Authentication Token")

@@ -200,7 +200,7 @@ class AgentCoreApp:
         elif matched is not None and matched.operation == INVOKE_AGENT_RUNTIME and scope["method"] == "POST":
             await self._invoke(scope, receive, send, matched)
         else:
-            error = ApiError("UnknownOperationException", 404, "The requested operation does not exist.")
+            error = ApiError.unknown_operation()
             await _error_response(error)(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -305,7 +305,7 @@ class AgentCoreApp:
         request = _signed_request(scope)
         try:
             if matched is None or matched.operation != WEBSOCKET:
-                raise ApiError("UnknownOperationException", 404, "The requested operation does not exist.")
+                raise ApiError.unknown_operation()
             session_id = request.param(SESSION_HEADER) or request.headers.get(SESSION_HEADER.lower())
             accepted = self._authorize(request, matched, session_id)
             agent = await self._connect_agent(accepted.session_id, scope.get("subprotocols", []))
