@@ -20,6 +20,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 AGENT_DOCKERFILE = "agent/Dockerfile"
 """The image is built from the repository root, so it gets ``broker/`` from the same commit."""
 
+WEBSOCKET_INVOKE_ACTION = "bedrock-agentcore:InvokeAgentRuntimeWithWebSocketStream"
+"""What opening the runtime's ``/ws`` WebSocket is authorized as, for SigV4 headers and presigned
+URLs alike: the URL's signer must hold it (the browser that uses the URL holds no AWS identity)."""
+
 _CROSS_REGION_PROFILE = re.compile(r"^(?:us|us-gov|eu|apac|ca|jp|au|global)\.(?P<model>.+)$")
 """Model ids like ``us.amazon.nova-lite-v1:0`` name a cross-region inference profile."""
 
@@ -179,6 +183,17 @@ class AgentRuntime(Construct):
                 if isinstance(child, CfnResource)
                 and child.cfn_resource_type in {"AWS::BedrockAgentCore::Runtime", "AWS::Logs::Delivery"}
             ]
+        )
+
+    def grant_websocket_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Allow ``grantee`` to open this runtime's WebSocket, itself or through URLs it presigns.
+
+        Scoped like the L2's ``grant_invoke_runtime``: the runtime and its endpoints (qualifiers).
+        """
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=[WEBSOCKET_INVOKE_ACTION],
+            resource_arns=[self.runtime_arn, f"{self.runtime_arn}/*"],
         )
 
     def _grant_pipeline(self, settings: AgentRuntimeSettings) -> None:

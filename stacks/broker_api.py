@@ -18,6 +18,8 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from broker.api.service import Transport
+from broker.api.websocket_urls import DEFAULT_EXPIRES_SECONDS
 from broker.telemetry import METRICS_NAMESPACE, SERVICE_NAME
 from stacks.agent_runtime import AgentRuntime
 from stacks.checks import acknowledge, acknowledge_wildcard
@@ -69,6 +71,9 @@ class BrokerApiSettings:
             pool and a public client for the browser.
         throttle_rate_limit: Steady-state requests per second the stage accepts.
         throttle_burst_limit: Burst of requests the stage accepts.
+        transports: What ``POST /start`` offers: ``webrtc`` (TURN credentials from the pool) and/or
+            ``websocket`` (a presigned URL of the runtime's WebSocket).
+        websocket_url_expires_seconds: How long a presigned WebSocket URL stays valid (1-300 s).
         memory_size: The Lambda's memory in MB (CPU scales with it, and so does cold start).
         timeout_seconds: The Lambda's timeout; the HTTP API gives up after 30 s.
         log_retention: How long the Lambda's and the API's logs are kept.
@@ -78,6 +83,8 @@ class BrokerApiSettings:
     jwt: JwtSettings | None = None
     throttle_rate_limit: int = 50
     throttle_burst_limit: int = 100
+    transports: tuple[Transport, ...] = (Transport.WEBRTC, Transport.WEBSOCKET)
+    websocket_url_expires_seconds: int = DEFAULT_EXPIRES_SECONDS
     memory_size: int = 1024
     timeout_seconds: int = 29
     log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH
@@ -88,7 +95,8 @@ class BrokerApi(Construct):
 
     Attributes:
         function: The broker Lambda.
-        role: The Lambda's role: its own log group, the pool grant and invoking the runtime.
+        role: The Lambda's role: its own log group, the pool grant and invoking the runtime (and
+            opening its WebSocket, whose URLs the function presigns, when ``websocket`` is offered).
         log_group: The Lambda's log group.
         http_api: The HTTP API.
         stage: The ``$default`` stage (throttling and access logs).
@@ -133,6 +141,7 @@ class BrokerApi(Construct):
             "rotating the session signing key would invalidate every live session id (sessions last up to "
             "8 hours); the key never leaves the broker and only binds ids, it protects no stored data",
         )
+        websocket = Transport.WEBSOCKET in settings.transports
         self.function = broker_function(
             self,
             "Function",
@@ -150,17 +159,22 @@ class BrokerApi(Construct):
                 "ALLOWED_ORIGINS": ",".join(settings.allowed_origins),
                 "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+                "BROKER_TRANSPORTS": ",".join(settings.transports),
+                **({"WEBSOCKET_URL_EXPIRES_SECONDS": str(settings.websocket_url_expires_seconds)} if websocket else {}),
             },
         )
         self.session_key.grant_read(self.role)
         pool.grant_ice_credentials(self.role)
         agent.runtime.grant_invoke_runtime(self.role)
+        if websocket:
+            # A presigned URL carries its signer's authority: the browser opens the WebSocket as this role.
+            agent.grant_websocket_invoke(self.role)
         runtime_id = Stack.of(self).get_logical_id(cast(CfnElement, agent.runtime.node.default_child))
         acknowledge_wildcard(
             self.role,
             f"Resource::<{runtime_id}.AgentRuntimeArn>/*",
             "the endpoints (qualifiers such as DEFAULT) of this one agent runtime: InvokeAgentRuntime "
-            "is authorized against the runtime and the endpoint it names",
+            "(and its WebSocket, when offered) is authorized against the runtime and the endpoint it names",
         )
 
         self.user_pool: cognito.UserPool | None = None

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from broker.api.service import Transport
+from broker.api.websocket_urls import MAX_EXPIRES_SECONDS
 from broker.exceptions import SizingError
 from stacks.agent_runtime import AgentPipeline, AgentRuntimeSettings
 from stacks.broker_api import BrokerApiSettings, JwtSettings
@@ -155,7 +157,22 @@ def _broker_api(reader: _ContextReader) -> BrokerApiSettings:
         jwt=None if issuer is None or audience is None else JwtSettings(issuer_url=issuer, audience=audience),
         throttle_rate_limit=rate,
         throttle_burst_limit=burst,
+        transports=_transports(reader),
+        websocket_url_expires_seconds=reader.integer(
+            "websocketUrlExpirySeconds", "60", minimum=1, maximum=MAX_EXPIRES_SECONDS
+        ),
     )
+
+
+def _transports(reader: _ContextReader) -> tuple[Transport, ...]:
+    example = ",".join(transport.value for transport in Transport)
+    names = reader.string_list("brokerTransports", example)
+    unknown = [name for name in names if name not in {transport.value for transport in Transport}]
+    if unknown:
+        raise ContextError(
+            "brokerTransports", f"holds {', '.join(map(repr, unknown))}; the transports are {example}", example
+        )
+    return tuple(dict.fromkeys(Transport(name) for name in names))
 
 
 def _check_origin(origin: str) -> None:

@@ -58,6 +58,7 @@ EXTERNAL_IDP_CONTEXT = {
     "jwtAudience": ["web-client", "mobile-client"],
     "allowedOrigins": ["https://voice.example.com", "http://localhost:7860"],
     "turnLatencyAlarmP95Ms": 1800,
+    "brokerTransports": ["webrtc"],
 }
 
 
@@ -540,6 +541,8 @@ def test_broker_lambda_is_arm64_python_with_its_environment(default_app: Synthes
                     "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
                     "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
                     "SESSION_SIGNING_KEY_SECRET_ARN": {"Ref": secret_id(default_app)},
+                    "BROKER_TRANSPORTS": "webrtc,websocket",
+                    "WEBSOCKET_URL_EXPIRES_SECONDS": "60",
                 }
             },
         },
@@ -591,17 +594,44 @@ def test_broker_bundle_holds_the_broker_package_and_its_dependencies(default_app
     assert (data / "endpoints.json").is_file() and (data / "partitions.json").is_file()
 
 
-def test_broker_may_invoke_only_this_agent_runtime(default_app: Synthesized) -> None:
-    runtime = runtime_id(default_app)
-    invoke = [
+def agentcore_statements(synth: Synthesized) -> list[dict[str, Any]]:
+    """The broker role's statements about AgentCore."""
+    return [
         statement
-        for statement in role_statements(default_app, function_role_id(default_app))
+        for statement in role_statements(synth, function_role_id(synth))
         if any(action.startswith("bedrock-agentcore:") for action in as_list(statement["Action"]))
     ]
-    assert len(invoke) == 1
-    assert as_list(invoke[0]["Action"]) == ["bedrock-agentcore:InvokeAgentRuntime"]
-    for resource in as_list(invoke[0]["Resource"]):
-        assert {"Fn::GetAtt": [runtime, "AgentRuntimeArn"]} in [resource, *resource.get("Fn::Join", [None, []])[1]]
+
+
+def this_runtime_and_its_endpoints(synth: Synthesized) -> list[Any]:
+    """``[runtime ARN, runtime ARN/*]`` as the template spells them."""
+    arn = {"Fn::GetAtt": [runtime_id(synth), "AgentRuntimeArn"]}
+    return [arn, {"Fn::Join": ["", [arn, "/*"]]}]
+
+
+def test_broker_may_invoke_and_open_the_websocket_of_only_this_agent_runtime(default_app: Synthesized) -> None:
+    (statement,) = agentcore_statements(default_app)
+    assert statement["Effect"] == "Allow"
+    # The WebSocket action: a presigned URL is authorized as the role that signed it.
+    assert sorted(as_list(statement["Action"])) == [
+        "bedrock-agentcore:InvokeAgentRuntime",
+        "bedrock-agentcore:InvokeAgentRuntimeWithWebSocketStream",
+    ]
+    assert as_list(statement["Resource"]) == this_runtime_and_its_endpoints(default_app)
+
+
+def test_without_websocket_offered_the_broker_cannot_open_the_websocket(external_idp_app: Synthesized) -> None:
+    (statement,) = agentcore_statements(external_idp_app)
+    assert as_list(statement["Action"]) == ["bedrock-agentcore:InvokeAgentRuntime"]
+    assert as_list(statement["Resource"]) == this_runtime_and_its_endpoints(external_idp_app)
+    variables = broker_function(external_idp_app)["Properties"]["Environment"]["Variables"]
+    assert variables["BROKER_TRANSPORTS"] == "webrtc"
+    assert "WEBSOCKET_URL_EXPIRES_SECONDS" not in variables
+
+
+def test_the_runtime_speaks_http_which_serves_its_websocket_too(any_app: Synthesized) -> None:
+    # AgentCore has no WebSocket protocol setting: an HTTP runtime's container serves /ws on 8080.
+    any_app.template.has_resource_properties("AWS::BedrockAgentCore::Runtime", {"ProtocolConfiguration": "HTTP"})
 
 
 def test_every_route_requires_the_jwt_authorizer(any_app: Synthesized) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aws_cdk import App, Environment
 
+from broker.api.service import Transport
 from stacks.agent_runtime import AgentPipeline
 from stacks.builder import build_app, stack_environment
 from stacks.config import AppConfig, ContextError
@@ -39,6 +40,15 @@ def test_cdk_json_defaults_give_a_valid_config() -> None:
     assert config.broker_api.allowed_origins == ("http://localhost:7860",)
     assert config.observability.turn_latency_p95_ms == 2000
     assert config.observability.agent_pipeline == "nova-sonic"
+    assert config.broker_api.transports == (Transport.WEBRTC, Transport.WEBSOCKET)
+    assert config.broker_api.websocket_url_expires_seconds == 60
+
+
+def test_offered_transports_and_the_url_expiry_come_from_context() -> None:
+    config = config_with(brokerTransports="websocket, websocket", websocketUrlExpirySeconds="300")
+    assert config.broker_api.transports == (Transport.WEBSOCKET,)
+    assert config.broker_api.websocket_url_expires_seconds == 300
+    assert config_with(brokerTransports=["webrtc"]).broker_api.transports == (Transport.WEBRTC,)
 
 
 def test_command_line_strings_are_parsed_like_cdk_json_values() -> None:
@@ -106,6 +116,13 @@ def test_channel_count_null_means_sized_from_the_peak() -> None:
         ({"turnLatencyAlarmP95Ms": 1500.5}, "turnLatencyAlarmP95Ms", "whole number"),
         ({"turnLatencyAlarmP95Ms": 50}, "turnLatencyAlarmP95Ms", "between 100 and 60000"),
         ({"turnLatencyAlarmP95Ms": None}, "turnLatencyAlarmP95Ms", "is missing"),
+        ({"brokerTransports": ["webrtc", "daily"]}, "brokerTransports", "'daily'; the transports are webrtc,websocket"),
+        ({"brokerTransports": "smallwebrtc"}, "brokerTransports", "the transports are webrtc,websocket"),
+        ({"brokerTransports": []}, "brokerTransports", "must not be empty"),
+        ({"brokerTransports": None}, "brokerTransports", "is missing"),
+        ({"websocketUrlExpirySeconds": 301}, "websocketUrlExpirySeconds", "between 1 and 300"),
+        ({"websocketUrlExpirySeconds": 0}, "websocketUrlExpirySeconds", "between 1 and 300"),
+        ({"websocketUrlExpirySeconds": 59.5}, "websocketUrlExpirySeconds", "whole number"),
     ],
 )
 def test_bad_context_names_the_key_and_how_to_set_it(overrides: dict[str, Any], key: str, fragment: str) -> None:
