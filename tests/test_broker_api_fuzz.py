@@ -20,7 +20,7 @@ from schemathesis import GenerationMode
 from broker.api.config import build_service
 from local.broker_api import LocalAuth, LocalBrokerApi, mint_token
 from local.kvs_emulator import EmulatorConfig, KvsEmulator
-from tests.api_support import agent_process, call
+from tests.api_support import RUNTIME_ARN, agent_process, call
 from tests.conftest import DUMMY_AWS_ENV
 
 pytestmark = pytest.mark.slow
@@ -52,6 +52,9 @@ def target() -> Iterator[tuple[str, list[str]]]:
             "LOCAL_AGENT_URL": agent_url,
             "SESSION_SIGNING_KEY": "fuzz-session-key-0123456789abcdefghij",
             "TURN_MAX_WAIT_SECONDS": "10",
+            # Both transports, as the stack offers them: a websocket /start signs a URL instead.
+            "BROKER_TRANSPORTS": "webrtc,websocket",
+            "AGENT_RUNTIME_ARN": RUNTIME_ARN,
         }
         with LocalBrokerApi(build_service(env), auth=LocalAuth("hs256", SECRET)) as api:
             sessions = [call(api.url, "POST", "/start", {}, token=TOKEN).body["sessionId"] for _ in range(8)]
