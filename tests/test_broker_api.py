@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
+import botocore.session
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
@@ -24,6 +25,8 @@ from broker.config import BrokerConfig
 from broker.core import IceBroker
 from broker.exceptions import ConfigurationError
 from broker.telemetry import MetricName
+from local import OFFLINE_AWS_ENV
+from local.agentcore import AgentCoreConfig, AgentCoreStandIn
 from local.broker_api import LocalAuth, LocalBrokerApi, mint_token
 from local.kvs_emulator import EmulatorConfig, KvsEmulator
 from tests.api_support import RUNTIME_ARN, Reply, agent_process, call, free_tcp_port
@@ -464,3 +467,25 @@ def test_offering_websocket_needs_a_runtime_and_known_names(env: dict[str, str])
             agent=service.agent,
             settings=ApiSettings(transports=frozenset({Transport.WEBSOCKET})),
         )
+
+
+def test_a_service_built_from_a_mapping_signs_and_invokes_where_the_mapping_says(env: dict[str, str]) -> None:
+    """Local mode's way: the endpoint and credentials come with the call, not this process's environment."""
+    config = AgentCoreConfig(runtime_arn=RUNTIME_ARN, agent_url=env["LOCAL_AGENT_URL"])
+    with AgentCoreStandIn(config) as agentcore:
+        session = botocore.session.Session()
+        session.set_credentials(OFFLINE_AWS_ENV["AWS_ACCESS_KEY_ID"], OFFLINE_AWS_ENV["AWS_SECRET_ACCESS_KEY"])
+        mapping = {
+            **env,
+            **WEBSOCKET_OFFERED,
+            "AGENT_INVOKER": "agentcore",
+            "AWS_ENDPOINT_URL_BEDROCK_AGENTCORE": agentcore.url,
+        }
+        service = build_service(mapping, session=session)
+        url = urlsplit(str(service.start("alice", StartRequest(transport="websocket")).ws_url))
+        assert (url.scheme, url.netloc) == ("ws", agentcore.host)
+        session_id = service.start("alice", StartRequest()).sessionId
+        sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+        with pytest.raises(BadRequestError):  # the agent refuses this SDP: the offer went through AgentCore
+            service.offer("alice", session_id, OfferRequest(sdp=sdp, type="offer"))
+        assert [(a.operation, a.session_id) for a in agentcore.accepted()] == [("InvokeAgentRuntime", session_id)]

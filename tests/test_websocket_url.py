@@ -38,6 +38,7 @@ AWS_ENDPOINT = "https://bedrock-agentcore.us-east-1.amazonaws.com"
 SESSION_PARAMETER = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
 CREDENTIALS = Credentials("AKIDWEBSOCKETTEST000", "websocket-test-secret-key", "websocket-test-session-token")
 SESSION_ID = SessionIssuer(b"k" * 32).issue("alice")
+OTHER_SESSION_ID = SESSION_ID[:-1] + ("1" if SESSION_ID.endswith("0") else "0")  # one character differs
 FROZEN = datetime.datetime(2025, 12, 1, 12, 30, 45)
 AUTH_PARAMETERS = [
     "X-Amz-Algorithm",
@@ -132,7 +133,7 @@ def test_signing_again_at_the_same_instant_gives_the_same_url(monkeypatch: pytes
 @pytest.mark.parametrize(
     ("original", "tampered"),
     [
-        (f"{SESSION_PARAMETER}={SESSION_ID}", f"{SESSION_PARAMETER}={SESSION_ID[:-1]}0"),  # another session
+        (f"{SESSION_PARAMETER}={SESSION_ID}", f"{SESSION_PARAMETER}={OTHER_SESSION_ID}"),  # another session
         ("qualifier=DEFAULT", "qualifier=v2"),  # another endpoint of the runtime
         ("X-Amz-Expires=60", "X-Amz-Expires=300"),  # a longer life
         ("runtime%2Fvoice_agent", "runtime%2Fother_agent"),  # another runtime

@@ -159,6 +159,8 @@ class AgentCoreInvoker:
         client: A ``bedrock-agentcore`` client (tests point one at a local shim); created once by default.
         session: The botocore session that creates the client (default: a new one).
         read_timeout: Seconds of silence after which a streamed response counts as stalled.
+        endpoint_url: Where the client sends requests (default: botocore's choice, which honours
+            ``AWS_ENDPOINT_URL_BEDROCK_AGENTCORE`` in this process's environment).
     """
 
     def __init__(
@@ -169,11 +171,14 @@ class AgentCoreInvoker:
         client: Any | None = None,
         session: botocore.session.Session | None = None,
         read_timeout: float = 20.0,
+        endpoint_url: str | None = None,
     ) -> None:
         self._arn = runtime_arn
         self._qualifier = qualifier
         self._client = client or (session or botocore.session.Session()).create_client(
-            "bedrock-agentcore", config=AGENTCORE_CLIENT_CONFIG.merge(Config(read_timeout=read_timeout))
+            "bedrock-agentcore",
+            endpoint_url=endpoint_url,
+            config=AGENTCORE_CLIENT_CONFIG.merge(Config(read_timeout=read_timeout)),
         )
 
     def invoke(self, session_id: str, payload: Mapping[str, Any], *, timeout: float) -> Iterator[Event]:

@@ -10,7 +10,13 @@ import botocore.session
 from broker.api.agents import AgentCoreInvoker, AgentInvoker, HttpAgentInvoker
 from broker.api.service import ApiSettings, BrokerService, MetricsSink, Transport
 from broker.api.sessions import MIN_KEY_BYTES, SessionIssuer
-from broker.api.websocket_urls import DEFAULT_EXPIRES_SECONDS, MAX_EXPIRES_SECONDS, WebSocketUrlSigner, endpoint_url
+from broker.api.websocket_urls import (
+    DEFAULT_EXPIRES_SECONDS,
+    ENDPOINT_VARIABLE,
+    MAX_EXPIRES_SECONDS,
+    WebSocketUrlSigner,
+    endpoint_url,
+)
 from broker.config import BrokerConfig
 from broker.core import IceBroker
 from broker.exceptions import ConfigurationError
@@ -74,7 +80,13 @@ def agent_invoker(env: Mapping[str, str], *, session: botocore.session.Session |
         if not arn.startswith("arn:"):
             raise ConfigurationError("AGENT_RUNTIME_ARN must be the agent runtime's ARN (a stack output)")
         return AgentCoreInvoker(
-            arn, qualifier=env.get("AGENT_RUNTIME_QUALIFIER") or None, read_timeout=timeout, session=session
+            arn,
+            qualifier=env.get("AGENT_RUNTIME_QUALIFIER") or None,
+            read_timeout=timeout,
+            session=session,
+            # Read from ``env`` as the WebSocket signer reads it, so both reach the same endpoint even
+            # when ``env`` is not this process's environment (local mode).
+            endpoint_url=env.get(ENDPOINT_VARIABLE, "").strip() or None,
         )
     if kind == "local":
         try:
