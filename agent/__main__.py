@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 import uvicorn
 from loguru import logger as loguru_logger
@@ -36,6 +36,23 @@ def configure_logging(level: str) -> None:
     loguru_logger.add(sys.stderr, level=pipecat_level)
 
 
+def server_config(app: Callable[..., Any], config: AgentConfig) -> uvicorn.Config:
+    """What ``BedrockAgentCoreApp.run()`` gives uvicorn, with the agent's own limits.
+
+    ``ws_max_size`` makes the server refuse a ``/ws`` message larger than ``AGENT_MAX_FRAME_BYTES``
+    from its length alone, before buffering it (uvicorn's default is 16 MiB): it closes that call with
+    code 1009. :class:`agent.websocket_calls.WebSocketGuard` checks the same limit under any server.
+    """
+    return uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        access_log=False,
+        log_level="warning",
+        ws_max_size=config.max_frame_bytes,
+    )
+
+
 def main() -> int:
     """Read the configuration and serve until stopped.
 
@@ -63,9 +80,7 @@ def main() -> int:
         print(f"agent: configuration error: {exc}", file=sys.stderr)
         return 2
     # What BedrockAgentCoreApp.run() does, keeping the server to stop it when no pipeline can be built.
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=config.host, port=config.port, access_log=False, log_level="warning")
-    )
+    server = uvicorn.Server(server_config(app, config))
     logging.getLogger(__name__).info(
         "serving the %s pipeline on http://%s:%d", config.pipeline, config.host, config.port
     )

@@ -28,6 +28,8 @@ Variable                            Meaning (default)
                                     every byte of media goes through the TURN server (an offer left
                                     without a TURN server is then refused: ``ice_servers_missing``)
 ``AGENT_MAX_REQUEST_BYTES``         Largest accepted invocation body (262144)
+``AGENT_MAX_FRAME_BYTES``           Largest accepted ``/ws`` message (1049600: the 1 MiB the browser's
+                                    WebSocket transport allows itself, plus protobuf's framing)
 ``AGENT_CONNECT_TIMEOUT_SECONDS``   A call whose peer never connects ends after this (60)
 ``AGENT_CREDENTIAL_REFRESH_SECONDS`` Bridged AWS credentials are renewed this long before expiry (300)
 ``AGENT_LOG_LEVEL``                 ``INFO`` (Pipecat's own logs never go below INFO: they hold SDP)
@@ -71,6 +73,18 @@ DEFAULT_SYSTEM_PROMPT: Final = (
 )
 DEFAULT_GREETING: Final = "Hello! How can I help you today?"
 DEFAULT_VOICES: Final[Mapping[str, str]] = {"nova-sonic": "matthew", "cascade": "Joanna", "local": "en-us"}
+DEFAULT_MAX_FRAME_BYTES: Final = (1 << 20) + 1024
+"""Largest ``/ws`` message accepted by default.
+
+``@pipecat-ai/websocket-transport`` sends its microphone as protobuf audio frames of 512 bytes of
+16 kHz PCM (16 ms, ~530 bytes framed) and refuses to send an RTVI message whose JSON exceeds 1 MiB
+(its ``maxMessageSize``); protobuf wraps that JSON in under 16 bytes. So every frame a browser sends
+fits with room to spare, and nothing larger is ever buffered: 1 MiB is 2,000 times an audio frame, yet
+small beside the agent's memory.
+"""
+MIN_FRAME_BYTES: Final = 4096
+"""Smallest ``AGENT_MAX_FRAME_BYTES`` allowed: well above an audio frame (~530 bytes) and the RTVI
+messages a client sends as it connects (~200 bytes), so no setting refuses an ordinary call."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,7 @@ class AgentConfig:
         ice_host_candidates: Interfaces whose addresses are offered as host candidates.
         ice_transport_policy: ``relay`` to gather TURN relay candidates only.
         max_request_bytes: Largest invocation body accepted.
+        max_frame_bytes: Largest ``/ws`` message accepted (larger ones end their call, close code 1009).
         connect_timeout_seconds: How long an answered call waits for its peer to connect.
         credential_refresh_seconds: Bridged AWS credentials are renewed this long before they expire.
         log_level: Level of the agent's own logs.
@@ -115,6 +130,7 @@ class AgentConfig:
     ice_host_candidates: HostCandidates = "all"
     ice_transport_policy: TransportPolicy = "all"
     max_request_bytes: int = 256 * 1024
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     connect_timeout_seconds: float = 60.0
     credential_refresh_seconds: float = 300.0
     log_level: str = "INFO"
@@ -138,8 +154,7 @@ class AgentConfig:
             raise ConfigurationError(
                 f"AGENT_ICE_TRANSPORT_POLICY must be 'all' or 'relay', got {self.ice_transport_policy!r}"
             )
-        if not 0 < self.port < 65536:
-            raise ConfigurationError(f"AGENT_PORT must be a TCP port (1-65535), got {self.port}")
+        self._check_numbers()
         if self.pipeline in ("nova-sonic", "cascade") and not self.region:
             raise ConfigurationError(
                 f"AWS_REGION is not set: the {self.pipeline} pipeline needs the region of its AWS "
@@ -150,18 +165,26 @@ class AgentConfig:
                 "AGENT_BEDROCK_MODEL_ID is not set: the cascade pipeline needs a Bedrock model id or "
                 "inference profile, e.g. AGENT_BEDROCK_MODEL_ID=us.amazon.nova-2-lite-v1:0"
             )
-        if self.max_request_bytes < 1024:
-            raise ConfigurationError(f"AGENT_MAX_REQUEST_BYTES must be >= 1024, got {self.max_request_bytes}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigurationError(f"AGENT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if self.metrics not in METRICS_OUTPUTS:
+            raise ConfigurationError(f"AGENT_METRICS must be one of {', '.join(METRICS_OUTPUTS)}, got {self.metrics!r}")
+
+    def _check_numbers(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigurationError(f"AGENT_PORT must be a TCP port (1-65535), got {self.port}")
+        for limit, size, floor in (
+            ("AGENT_MAX_REQUEST_BYTES", self.max_request_bytes, 1024),
+            ("AGENT_MAX_FRAME_BYTES", self.max_frame_bytes, MIN_FRAME_BYTES),
+        ):
+            if size < floor:
+                raise ConfigurationError(f"{limit} must be >= {floor}, got {size}")
         for name, value in (
             ("AGENT_CONNECT_TIMEOUT_SECONDS", self.connect_timeout_seconds),
             ("AGENT_CREDENTIAL_REFRESH_SECONDS", self.credential_refresh_seconds),
         ):
             if not (math.isfinite(value) and value > 0):
                 raise ConfigurationError(f"{name} must be a number > 0, got {value}")
-        if self.log_level not in LOG_LEVELS:
-            raise ConfigurationError(f"AGENT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
-        if self.metrics not in METRICS_OUTPUTS:
-            raise ConfigurationError(f"AGENT_METRICS must be one of {', '.join(METRICS_OUTPUTS)}, got {self.metrics!r}")
 
     @property
     def effective_voice(self) -> str:
@@ -216,6 +239,7 @@ class AgentConfig:
             ice_host_candidates=cast(HostCandidates, text("AGENT_ICE_HOST_CANDIDATES", "all").lower()),
             ice_transport_policy=cast(TransportPolicy, text("AGENT_ICE_TRANSPORT_POLICY", "all").lower()),
             max_request_bytes=integer("AGENT_MAX_REQUEST_BYTES", defaults.max_request_bytes),
+            max_frame_bytes=integer("AGENT_MAX_FRAME_BYTES", defaults.max_frame_bytes),
             connect_timeout_seconds=number("AGENT_CONNECT_TIMEOUT_SECONDS", defaults.connect_timeout_seconds),
             credential_refresh_seconds=number("AGENT_CREDENTIAL_REFRESH_SECONDS", defaults.credential_refresh_seconds),
             log_level=text("AGENT_LOG_LEVEL", defaults.log_level).upper(),
