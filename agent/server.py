@@ -1,8 +1,9 @@
-"""The AgentCore application: ``POST /invocations`` streams events, ``GET /ping`` tracks calls.
+"""The AgentCore application: ``POST /invocations`` streams events, ``/ws`` calls, ``GET /ping`` tracks calls.
 
-Each answered call registers an AgentCore async task for as long as it runs, so ``/ping`` reports
-``HealthyBusy`` during a call and ``Healthy`` once the peer has left, and AgentCore keeps the session
-alive exactly as long as someone is talking to the agent.
+Each answered call, and each ``/ws`` connection (see :mod:`agent.websocket_calls`), registers an
+AgentCore async task for as long as it runs, so ``/ping`` reports ``HealthyBusy`` during a call and
+``Healthy`` once the peer has left, and AgentCore keeps the session alive exactly as long as someone
+is talking to the agent.
 
 An offer is answered before its call's pipeline exists: this module imports the server and WebRTC
 only, and the pipelines' Pipecat services load in a worker thread from the moment the server starts
@@ -29,9 +30,13 @@ from agent.exceptions import ConfigurationError, IceServersUnavailableError, Pay
 from agent.ice import BrokerIceServers, IceServerProvider, no_ice_servers
 from agent.payloads import CandidatesRequest, Event, error_event, parse_request, status_event
 from agent.pipelines import CallPipelines, PipelineBuilder
+from agent.websocket_calls import WebSocketGuard, call_name, run_websocket_call
 from broker.exceptions import BrokerError
 
 if TYPE_CHECKING:
+    from bedrock_agentcore.runtime.context import RequestContext
+    from starlette.websockets import WebSocket
+
     from agent.bot import BotPipeline
 
 logger = logging.getLogger(__name__)
@@ -225,7 +230,11 @@ def create_app(
         yield
 
     app = BedrockAgentCoreApp(
-        lifespan=lifespan, middleware=[Middleware(InvocationGuard, max_bytes=config.max_request_bytes)]
+        lifespan=lifespan,
+        middleware=[
+            Middleware(InvocationGuard, max_bytes=config.max_request_bytes),
+            Middleware(WebSocketGuard, max_bytes=config.max_frame_bytes),
+        ],
     )
     app.logger.propagate = False  # the SDK logs JSON lines itself; root would print them twice
     busy: dict[str, int] = {}
@@ -273,5 +282,18 @@ def create_app(
     async def invocations(payload: Any, context: Any = None) -> AsyncIterator[Event]:
         async for event in serve_request(calls, payload, pipeline=pipelines.name, run_call=run_call):
             yield event
+
+    @app.websocket
+    async def websocket_call(websocket: WebSocket, context: RequestContext) -> None:
+        # Busy from the upgrade until the call is over, however it ends.
+        task_id = app.add_async_task(
+            "voice-call", {"session_id": context.session_id, "transport": "websocket", "pipeline": config.pipeline}
+        )
+        try:
+            await run_websocket_call(
+                websocket, name=call_name(websocket.scope), take_pipeline=pipelines.take, config=config
+            )
+        finally:
+            app.complete_async_task(task_id)
 
     return app
