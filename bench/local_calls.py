@@ -1,11 +1,16 @@
-"""Benchmark: how fast local calls come up and answer through the coturn relay (``make local``'s system).
+"""Benchmark: how fast local calls come up and answer, over WebRTC (the coturn relay) and the WebSocket.
 
-Starts ``python -m local`` on free loopback ports, then calls it with two clients:
+Starts ``python -m local`` on free loopback ports, then calls it with four clients, the terminal and
+the browser clients over each transport:
 
 - ``aiortc``: the terminal client (:mod:`local.call_client`, relay candidates only). Times count
   from sending ``POST /start`` (a browser's click): connected, and the greeting's first audible frame;
   then it says "how are you" and measures voice to voice, from its last loud frame sent to the
   answer's first loud frame received.
+- ``websocket``: the terminal WebSocket client (:mod:`local.websocket_client`): ``/start`` with
+  ``transport: "websocket"``, the presigned ``ws_url`` through local mode's AgentCore stand-in, then the
+  same greeting and "how are you" as the aiortc client;
+- ``browser_websocket``: the page over the WebSocket transport (``?transport=websocket``);
 - ``browser``: Debian's Chromium on the offline call page with a fake microphone
   (:mod:`bench.browser_calls`): click to connected, click to the greeting's first audible sound at the
   page (an AudioWorklet on the agent's track), a phase breakdown, and voice to voice measured on the
@@ -15,7 +20,8 @@ Each client makes calls one after another, then several at once. Voice to voice 
 stages with the agent's own turn measurement (VAD stop, STT, response, TTS, transport). While the
 calls at once run, the cores each part of the system uses are measured (``concurrent.cpu``: the agent,
 the Chromium pages, coturn, ...): on one machine the callers share the cores with what they call. Then
-``changes`` measures, in the same run, what each latency fix gave (a ratio per change).
+``changes`` measures, in the same run, what each latency fix gave (a ratio per change), and
+``transports`` each client's WebSocket figures against its WebRTC ones.
 
     python -m bench.local_calls --json
 """
@@ -42,18 +48,20 @@ from bench.emulator_process import ROOT
 from local.call_client import Call
 from local.coturn import free_port
 
-CLIENTS = ("aiortc", "browser")
+CLIENTS = ("aiortc", "websocket", "browser", "browser_websocket")
+"""The terminal clients over WebRTC (aiortc) and the WebSocket, then the page over each."""
 PHRASE = "how are you"
 
 
 @contextmanager
 def local_system(channels: int) -> Iterator[str]:
     """Run ``python -m local`` until the block ends; yield its URL."""
-    ports = [free_port() for _ in range(4)]
+    ports = [free_port() for _ in range(5)]
     with tempfile.TemporaryDirectory(prefix="bench-local-") as logs:
         process = subprocess.Popen(
             [sys.executable, "-m", "local", f"--port={ports[0]}", f"--kvs-port={ports[1]}", f"--turn-port={ports[2]}",
-             f"--agent-port={ports[3]}", f"--channels={channels}", f"--log-dir={logs}"],
+             f"--agent-port={ports[3]}", f"--agentcore-port={ports[4]}", f"--channels={channels}",
+             f"--log-dir={logs}"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
@@ -96,6 +104,43 @@ async def aiortc_call(url: str, *, speak: bool = True, trickle: bool = False) ->
         return {key: round(value, 1) for key, value in figures.items()}
     finally:
         await call.close()
+
+
+async def websocket_call(url: str, *, speak: bool = True) -> dict[str, float]:
+    """One call over the agent's WebSocket (the presigned ``ws_url``): timings in ms from ``/start``."""
+    from local.websocket_client import WebSocketCall  # noqa: PLC0415 - Pipecat's protobufs only here
+
+    call = WebSocketCall(url)
+    try:
+        times = await call.connect(timeout=60)
+        heard = call.heard
+        await heard.wait_for(lambda: heard.first_speech_after(call.started_at) is not None, 30, "the greeting")
+        first = heard.first_speech_after(call.started_at) or 0.0
+        figures = {
+            "start_ms": times.start_seconds * 1000,
+            "connect_ms": (times.start_seconds + times.connect_seconds) * 1000,
+            "first_audio_ms": (first - call.started_at) * 1000,
+        }
+        if speak:
+            exchange = await call.say(PHRASE, timeout=60)
+            if exchange.heard != PHRASE:
+                raise RuntimeError(f"the agent heard {exchange.heard!r}, not {PHRASE!r}")
+            total = exchange.voice_to_voice_seconds * 1000
+            later = [m for (at, _), m in zip(heard.events, heard.messages, strict=True) if at >= exchange.spoken_until]
+            figures |= {"voice_to_voice_ms": total, **voice_stages(total, agent_turn_metrics(later))}
+        return {key: round(value, 1) for key, value in figures.items()}
+    finally:
+        await call.close()
+
+
+async def websocket_calls(url: str, *, sequential: int, concurrent: int) -> dict[str, Any]:
+    """``sequential`` WebSocket calls one after another, then ``concurrent`` at once (each speaks)."""
+    alone = [await outcome(websocket_call(url)) for _ in range(sequential)]
+    if not concurrent:
+        return {"sequential": alone, "concurrent": []}
+    with measured_cpu() as cpu:
+        together = await asyncio.gather(*(outcome(websocket_call(url)) for _ in range(concurrent)))
+    return {"sequential": alone, "concurrent": list(together), "concurrent_cpu": cpu.report()}
 
 
 async def aiortc_calls(url: str, *, sequential: int, concurrent: int, trickle: bool = False) -> dict[str, Any]:
@@ -165,11 +210,19 @@ def run(url: str, clients: tuple[str, ...], calls: int, concurrent: int, variant
                 "first_audio_ms": ratio(trickled["sequential"], aiortc["sequential"], "first_audio_ms"),
                 "connect_ms": ratio(trickled["sequential"], aiortc["sequential"], "connect_ms"),
             }
-    if "browser" in clients:
+    if "websocket" in clients:
+        report["websocket"] = summarized(asyncio.run(websocket_calls(url, sequential=calls, concurrent=concurrent)))
+    if "browser" in clients or "browser_websocket" in clients:
         from bench.browser_calls import browser_calls, write_microphone_wav  # noqa: PLC0415 - Playwright only here
 
         with tempfile.TemporaryDirectory(prefix="bench-browser-") as media:
             wav = write_microphone_wav(Path(media) / "microphone.wav", PHRASE)
+            if "browser_websocket" in clients:
+                report["browser_websocket"] = summarized(asyncio.run(
+                    browser_calls(url, wav, sequential=calls, concurrent=concurrent, query="?transport=websocket")
+                ))  # fmt: skip
+            if "browser" not in clients:
+                return finish(report, changes)
             browser = summarized(asyncio.run(browser_calls(url, wav, sequential=calls, concurrent=concurrent)))
             report["browser"] = browser
             if variant_calls:
@@ -181,8 +234,28 @@ def run(url: str, clients: tuple[str, ...], calls: int, concurrent: int, variant
                     "first_audio_ms": ratio(waiting["sequential"], browser["sequential"], "first_audio_ms"),
                     "connect_ms": ratio(waiting["sequential"], browser["sequential"], "connect_ms"),
                 }
+    return finish(report, changes)
+
+
+TRANSPORT_PAIRS = (("aiortc", "websocket"), ("browser", "browser_websocket"))
+"""The same client over WebRTC and over the WebSocket."""
+
+
+def finish(report: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Add the changes compared, WebSocket against WebRTC for each client, and the targets."""
     if changes:
-        report["changes"] = changes
+        report["changes"] = dict(changes)
+    transports = {}
+    for webrtc, websocket in TRANSPORT_PAIRS:
+        if webrtc in report and websocket in report:
+            before, after = report[webrtc]["sequential"], report[websocket]["sequential"]
+            transports[f"{websocket}_against_{webrtc}"] = {
+                key: ratio(before, after, key)
+                for key in ("connect_ms", "first_audio_ms", "voice_to_voice_ms")
+                if key in before and key in after
+            }
+    if transports:
+        report["transports"] = transports
     report["targets"] = targets(report)
     return report
 
@@ -217,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         "--variant-calls", type=int, default=3, help="calls per variant of the changes compared; 0 skips (%(default)s)"
     )
     parser.add_argument(
-        "--clients", default=",".join(CLIENTS), help=f"comma-separated, of {', '.join(CLIENTS)} (default: both)"
+        "--clients", default=",".join(CLIENTS), help=f"comma-separated, of {', '.join(CLIENTS)} (default: all)"
     )
     args = parser.parse_args(argv)
     clients = tuple(name.strip() for name in args.clients.split(",") if name.strip())
@@ -225,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, "error: --calls must be >= 1, --concurrent and --variant-calls >= 0\n")
     if not clients or set(clients) - set(CLIENTS):
         parser.exit(2, f"error: --clients takes {', '.join(CLIENTS)}\n")
-    if "browser" in clients and not (ROOT / ".make" / "web" / "app.js").is_file():
+    if {"browser", "browser_websocket"} & set(clients) and not (ROOT / ".make" / "web" / "app.js").is_file():
         parser.exit(2, "error: the call page is not built: run `make web` first\n")
     channels = max(2, -(-2 * args.concurrent // 5))  # two GetIceServerConfig calls per call, 5/s per channel
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")

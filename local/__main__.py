@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--kvs-port", type=_port, default=defaults.kvs_port, help="KVS emulator (%(default)s)")
     parser.add_argument("--turn-port", type=_port, default=defaults.turn_port, help="coturn, UDP+TCP (%(default)s)")
     parser.add_argument("--agent-port", type=_port, default=defaults.agent_port, help="the agent (%(default)s)")
+    parser.add_argument(
+        "--agentcore-port", type=_port, default=defaults.agentcore_port,
+        help="the AgentCore data-plane stand-in: invocations and the agent's WebSocket (%(default)s)",
+    )  # fmt: skip
     parser.add_argument("--channels", type=int, default=defaults.channels, help="channels in the pool (%(default)s)")
     parser.add_argument(
         "--ttl", type=int, default=defaults.ttl_seconds, help="TURN credential TTL in seconds, 30-86400 (%(default)s)"
@@ -101,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kvs_port=args.kvs_port,
         turn_port=args.turn_port,
         agent_port=args.agent_port,
+        agentcore_port=args.agentcore_port,
         channels=args.channels,
         ttl_seconds=args.ttl,
         relay_only=not args.any_candidates,
@@ -123,10 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  broker API    {stack.url}/start (the Pipecat client contract)\n"
             f"  agent         http://127.0.0.1:{config.agent_port} (local pipeline, "
             f"{'relay candidates only' if config.relay_only else 'all candidates'})\n"
+            f"  AgentCore     http://127.0.0.1:{config.agentcore_port} (InvokeAgentRuntime and the WebSocket, "
+            f"SigV4 checked)\n"
             f"  coturn        turn:127.0.0.1:{config.turn_port} (UDP and TCP)\n"
             f"  KVS emulator  http://127.0.0.1:{config.kvs_port} (stats: /_emulator/stats)\n"
             f"  logs          {args.log_dir.resolve()}\n"
-            f"\nA call from the terminal: .venv/bin/python -m local.call_client --url {stack.url}\n"
+            f"\nA call from the terminal: .venv/bin/python -m local.call_client --url {stack.url} "
+            f"[--transport websocket]\n"
             f"The broker's environment, for `.venv/bin/python -m broker`:\n{exports}\n"
             f"\nCtrl-C stops everything.",
             flush=True,

@@ -1,9 +1,12 @@
-"""The whole system on 127.0.0.1: KVS emulator, coturn, the agent, and the broker API serving the UI.
+"""The whole system on 127.0.0.1: KVS, coturn, the agent, AgentCore's data plane, the broker API and UI.
 
-The browser talks to one port (the broker API and the Pipecat prebuilt UI); the emulator, coturn
-and the agent have their own loopback ports. coturn and the emulator share one TURN REST secret per
-run, so the credentials the broker gets from the emulator (for the browser at ``/start``, for the
-agent with each offer) allocate real relays. As in AWS, only the broker calls KVS.
+The browser talks to the broker API and the page on one port, and to the agent's WebSocket through
+the AgentCore stand-in; the emulator, coturn, the stand-in and the agent have their own loopback
+ports. coturn and the emulator share one TURN REST secret per run, so the credentials the broker gets
+from the emulator (for the browser at ``/start``, for the agent with each offer) allocate real relays.
+As in AWS, only the broker calls KVS, and the broker reaches the agent through AgentCore's API
+(``InvokeAgentRuntime``, SigV4-signed, through :mod:`local.agentcore`), with the same invoker the
+Lambda uses; the WebSocket URLs it presigns are checked there too.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from broker.config import BrokerConfig
 from broker.core import IceBroker
 from broker.kvs import DEFAULT_CLIENT_CONFIG, KvsSignaling
 from local import OFFLINE_AWS_ENV
+from local.agentcore import AgentCoreConfig, AgentCoreStandIn
 from local.broker_api import HEALTH_PATH, LocalAuth, LocalBrokerApi
 from local.coturn import Coturn, CoturnConfig, ensure_port_free
 from local.exceptions import LocalStackError
@@ -40,6 +44,10 @@ from local.process import die_with_parent
 logger = logging.getLogger(__name__)
 
 SYSTEM_COMMANDS = {"turnserver": "coturn", "espeak-ng": "espeak-ng"}
+RUNTIME_ARN: Final = "arn:aws:bedrock-agentcore:us-east-1:123456789012:runtime/local_voice_agent-0000000000"
+"""The local agent's runtime, as AgentCore would name it (the stand-in knows this one only)."""
+TRANSPORTS: Final = "webrtc,websocket"
+"""Local mode offers both transports."""
 """Commands local mode runs, and the Debian package of each."""
 
 
@@ -51,7 +59,8 @@ class StackConfig:
         port: The browser's port: the broker API and the prebuilt UI.
         kvs_port: The KVS emulator.
         turn_port: coturn (UDP and TCP).
-        agent_port: The agent's ``/invocations`` and ``/ping``.
+        agent_port: The agent's ``/invocations``, ``/ws`` and ``/ping``.
+        agentcore_port: The AgentCore data-plane stand-in (``InvokeAgentRuntime``, the WebSocket).
         channels: Signaling channels in the pool.
         ttl_seconds: TURN credential lifetime.
         relay_only: The agent gathers relay candidates only, so all media crosses coturn.
@@ -65,6 +74,7 @@ class StackConfig:
     kvs_port: int = 4567
     turn_port: int = 3478
     agent_port: int = 8081
+    agentcore_port: int = 8082
     channels: int = 2
     ttl_seconds: int = 300
     relay_only: bool = True
@@ -140,6 +150,7 @@ class LocalStack:
             )
         )
         self.emulator: KvsEmulator | None = None
+        self.agentcore: AgentCoreStandIn | None = None
         self.agent: subprocess.Popen[bytes] | None = None
         self._agent_log: IO[bytes] | None = None
         self._agent_log_offset = 0
@@ -184,6 +195,7 @@ class LocalStack:
             (config.kvs_port, "the KVS emulator"),
             (config.turn_port, "coturn"),
             (config.agent_port, "the agent"),
+            (config.agentcore_port, "the AgentCore stand-in"),
         ):
             ensure_port_free("127.0.0.1", port, what)
         config.log_dir.mkdir(parents=True, exist_ok=True)
@@ -200,14 +212,24 @@ class LocalStack:
             ).start()
             self.env = self.broker_env(self.emulator.create_channels(config.channels))
             self._start_agent()
+            self.agentcore = AgentCoreStandIn(
+                AgentCoreConfig(
+                    runtime_arn=RUNTIME_ARN,
+                    agent_url=f"http://127.0.0.1:{config.agent_port}",
+                    port=config.agentcore_port,
+                )
+            ).start()
             service = build_service(
                 {
                     **self.env,
-                    "AGENT_INVOKER": "local",
-                    "LOCAL_AGENT_URL": f"http://127.0.0.1:{config.agent_port}",
+                    "AGENT_INVOKER": "agentcore",
+                    "AGENT_RUNTIME_ARN": RUNTIME_ARN,
+                    "AWS_ENDPOINT_URL_BEDROCK_AGENTCORE": self.agentcore.url,
+                    "BROKER_TRANSPORTS": TRANSPORTS,
                     "SESSION_SIGNING_KEY": secrets.token_urlsafe(32),
                 },
                 ice=self._local_ice_broker(),
+                session=self._offline_session(),
             )
             _wait_http(f"http://127.0.0.1:{config.agent_port}/ping", 180, "the agent", self.agent)
             assert self.agent is not None  # noqa: S101 (started above)
@@ -220,12 +242,18 @@ class LocalStack:
             raise
         return self
 
+    @staticmethod
+    def _offline_session() -> botocore.session.Session:
+        """A botocore session with local mode's dummy credentials (the stand-ins check signatures made with them)."""
+        session = botocore.session.Session()
+        session.set_credentials(OFFLINE_AWS_ENV["AWS_ACCESS_KEY_ID"], OFFLINE_AWS_ENV["AWS_SECRET_ACCESS_KEY"])
+        return session
+
     def _local_ice_broker(self) -> IceBroker:
         """The broker's KVS clients, pointed at the emulator explicitly: this process's environment is left alone."""
         assert self.emulator is not None  # noqa: S101 (start() sets it first)
         region = self.emulator.config.region
-        session = botocore.session.Session()
-        session.set_credentials(OFFLINE_AWS_ENV["AWS_ACCESS_KEY_ID"], OFFLINE_AWS_ENV["AWS_SECRET_ACCESS_KEY"])
+        session = self._offline_session()
         control = session.create_client(
             "kinesisvideo", region_name=region, endpoint_url=self.emulator.url, config=DEFAULT_CLIENT_CONFIG
         )
@@ -263,6 +291,9 @@ class LocalStack:
         if self.api is not None:
             self.api.stop()
             self.api = None
+        if self.agentcore is not None:
+            self.agentcore.stop()
+            self.agentcore = None
         if self.agent is not None:
             if self.agent.poll() is None:
                 self.agent.send_signal(signal.SIGTERM)

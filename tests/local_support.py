@@ -43,11 +43,11 @@ class RunningStack:
 @contextmanager
 def running_stack(log_dir: Path, *extra: str, timeout: float = 180) -> Iterator[RunningStack]:
     """Start ``python -m local`` with free ports; stop it with SIGINT (Ctrl-C) afterwards."""
-    ports = {name: free_port() for name in ("port", "kvs", "turn", "agent")}
+    ports = {name: free_port() for name in ("port", "kvs", "turn", "agent", "agentcore")}
     command = [
         sys.executable, "-m", "local",
         f"--port={ports['port']}", f"--kvs-port={ports['kvs']}", f"--turn-port={ports['turn']}",
-        f"--agent-port={ports['agent']}", f"--log-dir={log_dir}", *extra,
+        f"--agent-port={ports['agent']}", f"--agentcore-port={ports['agentcore']}", f"--log-dir={log_dir}", *extra,
     ]  # fmt: skip
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     output: list[str] = []

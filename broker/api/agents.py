@@ -175,8 +175,11 @@ class AgentCoreInvoker:
     ) -> None:
         self._arn = runtime_arn
         self._qualifier = qualifier
+        # The runtime's own region (its ARN's fourth field), wherever this process runs.
+        region = runtime_arn.split(":")[3] if runtime_arn.count(":") >= 5 else ""
         self._client = client or (session or botocore.session.Session()).create_client(
             "bedrock-agentcore",
+            region_name=region or None,
             endpoint_url=endpoint_url,
             config=AGENTCORE_CLIENT_CONFIG.merge(Config(read_timeout=read_timeout)),
         )
