@@ -214,7 +214,8 @@ async def run_websocket_call(
     """Accept one ``/ws`` connection and run its call until either side ends it.
 
     The WebSocket is accepted before the call's pipeline is taken, so the client's first audio and
-    its ``client-ready`` wait in the server's queue while the pipeline is built, and are heard.
+    its ``client-ready`` wait in the server's queue while the pipeline is built, and are heard. With
+    ``PIPECAT_ALLOWED_ORIGINS`` set, an ``Origin`` it does not list is refused at the upgrade (403).
 
     Args:
         websocket: The connection (through :class:`WebSocketGuard`).
@@ -222,6 +223,16 @@ async def run_websocket_call(
         take_pipeline: Returns the call's pipeline (:meth:`agent.pipelines.CallPipelines.take`).
         config: The settings (connect timeout, metrics output).
     """
+    # Pipecat's own Origin check (PIPECAT_ALLOWED_ORIGINS, empty for any), made before the upgrade so
+    # that a refused connection costs no pipeline (nor takes the one built ahead for the first call).
+    from pipecat.utils.security.allowed_origins import default_allowed_origins, is_origin_allowed  # noqa: PLC0415
+
+    allowed_origins = default_allowed_origins()
+    origin = websocket.headers.get("origin", "")
+    if allowed_origins and not is_origin_allowed(origin, allowed_origins):
+        logger.warning("WebSocket call %s refused: origin %r is not in PIPECAT_ALLOWED_ORIGINS", name, origin)
+        await websocket.close(code=1008)  # before accepting: the upgrade gets HTTP 403
+        return
     await websocket.accept()
     logger.info("WebSocket call %s connected", name)
     try:
@@ -247,13 +258,9 @@ async def run_websocket_call(
         # Pipecat's output resamples the pipeline's audio to this rate, the one the browser plays.
         audio_out_sample_rate=CLIENT_AUDIO_OUT_RATE,
         serializer=ProtobufFrameSerializer(),
+        allowed_origins=allowed_origins,
     )
-    try:
-        transport = FastAPIWebsocketTransport(websocket, params)
-    except ValueError as exc:  # an Origin that PIPECAT_ALLOWED_ORIGINS does not list
-        logger.warning("WebSocket call %s refused: %s", name, exc)
-        await websocket.close(code=1008, reason="origin not allowed")
-        return
+    transport = FastAPIWebsocketTransport(websocket, params)
     reason = await run_bot(
         transport,
         bot,

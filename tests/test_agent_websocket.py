@@ -24,7 +24,8 @@ import pipecat.frames.protobufs.frames_pb2 as frames
 import pytest
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
 
 from agent.__main__ import server_config
 from agent.config import DEFAULT_MAX_FRAME_BYTES, AgentConfig
@@ -90,9 +91,16 @@ class WsPeer:
         self._tasks = [asyncio.ensure_future(self._speak()), asyncio.ensure_future(self._listen())]
 
     @classmethod
-    async def open(cls, agent: AgentServer, *, session_id: str | None = SESSION_ID) -> WsPeer:
+    async def open(
+        cls, agent: AgentServer, *, session_id: str | None = SESSION_ID, origin: str | None = None
+    ) -> WsPeer:
         headers = {SESSION_HEADER: session_id} if session_id else {}
-        socket = await connect(f"ws://127.0.0.1:{agent.port}/ws", additional_headers=headers, max_size=1 << 22)
+        socket = await connect(
+            f"ws://127.0.0.1:{agent.port}/ws",
+            additional_headers=headers,
+            origin=Origin(origin) if origin else None,
+            max_size=1 << 22,
+        )
         await socket.send(message_frame(client_ready()))
         return cls(socket)
 
@@ -302,16 +310,23 @@ def test_a_client_that_stops_talking_mid_greeting_still_ends_cleanly(agent: Agen
     run(scenario())
 
 
-def test_an_origin_outside_pipecat_allowed_origins_is_refused(
+def test_an_origin_outside_pipecat_allowed_origins_is_refused_at_the_upgrade(
     agent: AgentServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PIPECAT_ALLOWED_ORIGINS", "https://app.example.com")
+    url = f"ws://127.0.0.1:{agent.port}/ws"
 
     async def scenario() -> None:
-        socket = await connect(f"ws://127.0.0.1:{agent.port}/ws", origin="https://evil.example.com")  # type: ignore[arg-type]
-        await asyncio.wait_for(socket.wait_closed(), 10)
-        assert socket.close_code == 1008
-        await asyncio.to_thread(agent.wait_ping, "Healthy", 10)
+        with captured_logs() as lines:
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(url, origin=Origin("https://evil.example.com"))
+            assert refused.value.response.status_code == 403
+            await asyncio.to_thread(agent.wait_ping, "Healthy", 10)
+            allowed = await WsPeer.open(agent, origin="https://app.example.com")
+            await allowed.ready()
+            await allowed.close()
+        assert any("origin 'https://evil.example.com' is not in PIPECAT_ALLOWED_ORIGINS" in line for line in lines)
+        no_tracebacks(lines)
 
     run(scenario())
 
