@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+import shlex
 import signal
 import statistics
 import subprocess
@@ -20,10 +21,12 @@ from pathlib import Path
 import pytest
 
 from bench.impaired_network import (
+    CALLER_UID,
     NETNS_DIR,
     PROFILES,
     STATE_DIR,
     ImpairedNetwork,
+    ImpairedNetworkError,
     PrerequisiteError,
     Profile,
     find_tools,
@@ -32,7 +35,7 @@ from bench.impaired_network import (
     namespace_pids,
 )
 from bench.nfqueue import DelayLine, QueuedPacket, tcp_flow_of
-from tests.network_probe import ROOT, UdpMeasurement, measure_udp
+from tests.network_probe import ROOT, TcpMeasurement, UdpMeasurement, measure_tcp, measure_udp
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or not Path("/proc/self/ns/net").exists(),
@@ -212,6 +215,113 @@ def test_tcp_still_works_only_slower(tmp_path: Path) -> None:
     assert lossy_small >= 0.08
 
 
+# Only the caller's traffic.
+
+CALLER_PROFILE = Profile(delay_ms=20, jitter_ms=10, loss_percent=10)
+"""Short delay (a fast test), loss high enough that one TCP connection surely sees some."""
+
+
+def _udp_figures(m: UdpMeasurement) -> dict[str, float]:
+    return {
+        "lost_forward": m.sent - m.received,
+        "lost_back": m.received - m.echoed,
+        "one_way_mean": round(statistics.mean(m.one_way_ms), 2),
+        "one_way_median": round(statistics.median(m.one_way_ms), 3),
+        "rtt_mean": round(statistics.mean(m.rtt_ms), 2),
+    }
+
+
+def _tcp_figures(m: TcpMeasurement) -> dict[str, float]:
+    return {
+        "connect": round(m.connect_ms, 2),
+        "exchange_median": round(statistics.median(m.exchange_ms), 3),
+        "client_retransmits": m.client_retransmits,
+        "server_retransmits": m.server_retransmits,
+        "client_srtt": m.client_srtt_ms,
+    }
+
+
+@needs_root
+def test_with_the_caller_scope_only_the_callers_flows_are_impaired_both_ways() -> None:
+    with ImpairedNetwork(CALLER_PROFILE, seconds=90, seed=1, scope="caller") as net:
+        root, caller = net.command([]), net.caller_command([])
+        with ThreadPoolExecutor(4) as pool:  # all at once, in the same namespace
+            caller_udp = pool.submit(measure_udp, root, count=400, rate=100, port=40001, sender_prefix=caller)
+            root_udp = pool.submit(measure_udp, root, count=400, rate=100, port=40002)
+            caller_tcp = pool.submit(measure_tcp, root, count=60, port=40101, client_prefix=caller)
+            root_tcp = pool.submit(measure_tcp, root, count=60, port=40102)
+            udp = {"caller": caller_udp.result(), "root": root_udp.result()}
+            tcp = {"caller": caller_tcp.result(), "root": root_tcp.result()}
+    assert net.name not in namespace_names()
+    assert not net.caller_home.exists()
+    print(json.dumps({
+        "udp": {who: _udp_figures(m) for who, m in udp.items()},
+        "tcp": {who: _tcp_figures(m) for who, m in tcp.items()},
+    }))  # fmt: skip
+
+    # The caller's UDP flow to a root echo: lost and delayed each way, so the echo's replies too.
+    m = udp["caller"]
+    low, high = binomial_band(m.sent, 0.10)
+    assert low <= m.sent - m.received <= high, (m.sent - m.received, (low, high))
+    low, high = binomial_band(m.received, 0.10)
+    assert low <= m.received - m.echoed <= high, (m.received - m.echoed, (low, high))
+    one_way = statistics.mean(m.one_way_ms)
+    assert 19 < one_way < 24  # 20 ms, plus the keeper's own latency on a busy machine
+    assert min(m.one_way_ms) >= 9.7
+    assert abs(statistics.mean(m.rtt_ms) - 2 * one_way) < 3  # the echo's replies are delayed too
+
+    # Root's flow at the same time: clean loopback.
+    m = udp["root"]
+    assert m.sent == m.received == m.echoed == 400
+    assert statistics.median(m.one_way_ms) < 1.0
+    assert statistics.median(m.rtt_ms) < 2.0
+
+    # TCP from the caller to a root server: each exchange waits a round trip of two delayed legs,
+    # (about 20 ms if only the caller's own segments were delayed); losses are retransmitted.
+    m = tcp["caller"]
+    assert m.connect_ms >= 19
+    assert 30 < statistics.median(m.exchange_ms) < 60
+    assert m.client_retransmits + m.server_retransmits > 0
+
+    m = tcp["root"]
+    assert statistics.median(m.exchange_ms) < 2.0
+    assert m.client_retransmits == m.server_retransmits == 0
+
+
+_WHO = """
+import json, os, pathlib, sys
+home = pathlib.Path(os.environ["HOME"])
+(home / "written").write_text("ok")
+import aiortc, bench.nfqueue  # the venv's packages and the repository
+print(json.dumps({"ids": [os.getuid(), os.geteuid(), os.getgid(), os.getegid()], "groups": os.getgroups(),
+                  "home": str(home), "tmp": os.environ["TMPDIR"], "extra": os.environ.get("EXTRA")}))
+"""
+
+
+@needs_root
+def test_a_caller_runs_as_its_own_uid_with_a_home_of_its_own() -> None:
+    with ImpairedNetwork(PROFILES["clean"], seconds=30, scope="caller") as net:
+        result = subprocess.run(
+            net.caller_command([sys.executable, "-c", _WHO]),
+            cwd=ROOT, capture_output=True, text=True, timeout=30, env={**os.environ, "EXTRA": "kept"},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        who = json.loads(result.stdout)
+        assert who["ids"] == [CALLER_UID] * 4
+        assert who["groups"] == []
+        assert who["home"] == who["tmp"] == str(net.caller_home)
+        assert who["extra"] == "kept"
+        assert (net.caller_home / "written").stat().st_uid == CALLER_UID
+    assert not net.caller_home.exists()
+
+
+def test_caller_command_needs_the_caller_scope() -> None:
+    with pytest.raises(ImpairedNetworkError, match="scope"):
+        ImpairedNetwork(PROFILES["clean"]).caller_command(["true"])
+    with pytest.raises(ValueError, match="scope"):
+        ImpairedNetwork(PROFILES["clean"], scope="everyone")  # type: ignore[arg-type]
+
+
 # Bounded in time and cleaned up however the run ends.
 
 
@@ -305,6 +415,37 @@ def test_the_command_is_stopped_when_its_seconds_are_up() -> None:
     assert "1 s are up" in result.stderr
 
 
+_SERVE = 'echo "server $(id -u) $IMPAIRED_NETWORK_CALLER" >&2; exec {python} -m http.server -b 127.0.0.1 8098'
+_CALL = (
+    "import os, sys, urllib.request as u; print(os.getuid(), u.urlopen('http://127.0.0.1:8098/').status); sys.exit(4)"
+)
+
+
+@needs_root
+def test_the_caller_command_runs_as_the_caller_once_the_server_listens() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.impaired_network", "--profile", "loss2", "--seconds", "30",
+         "--wait-port", "8098", "--caller", shlex.join([sys.executable, "-c", _CALL]),
+         "--", "sh", "-c", _SERVE.format(python=shlex.quote(sys.executable)) + " >/dev/null 2>&1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 4, result.stderr
+    assert result.stdout.split() == [str(CALLER_UID), "200"]
+    assert "scope caller" in result.stderr
+    assert "server 0 " in result.stderr and "_become_caller" in result.stderr  # COMMAND gets the prefix
+
+
+def test_caller_arguments_that_make_no_sense_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, message in (
+        (["--scope", "all", "--caller", "true", "--", "true"], "cannot go with --scope all"),
+        (["--wait-port", "80", "--", "true"], "--wait-port delays the start of --caller"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+
+
 def test_help_lists_the_profiles_and_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
@@ -312,6 +453,8 @@ def test_help_lists_the_profiles_and_an_example(capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert "loss5  one-way delay 40 ms +/- 20 ms (uniform), 5% loss per packet" in out
     assert "-- .venv/bin/python -m local" in out
+    assert "--scope caller: only the caller's network" in out
+    assert "--caller '.venv/bin/python -m local.call_client --transport websocket'" in out
 
 
 def test_a_missing_command_is_an_argument_error(capsys: pytest.CaptureFixture[str]) -> None:
