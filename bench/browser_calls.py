@@ -41,7 +41,13 @@ def chromium_path() -> str:
 
 
 def write_microphone_wav(path: Path, text: str, *, lead_seconds: float = SPEECH_LEAD_SECONDS) -> Path:
-    """Write the fake microphone's WAV: silence, espeak-ng saying ``text``, then six seconds of silence."""
+    """Write the fake microphone's WAV: quiet, espeak-ng saying ``text``, then six seconds of quiet.
+
+    The quiet is a real microphone's noise floor (one bit of dither, about -90 dBFS), not digital
+    zeros: the WebSocket transport's recorder sends nothing until its input is non-zero, so a lead of
+    exact zeros would start the call's audio at the first word, which no microphone does (and which
+    leaves the agent's voice detector no audio before the speech to settle on).
+    """
     speech = np.concatenate(
         [
             np.zeros(int(lead_seconds * PEER_RATE), np.int16),
@@ -49,6 +55,8 @@ def write_microphone_wav(path: Path, text: str, *, lead_seconds: float = SPEECH_
             np.zeros(6 * PEER_RATE, np.int16),
         ]
     )
+    dither = np.random.default_rng(0).integers(-1, 2, speech.size)  # -1, 0 or 1
+    speech = np.clip(speech.astype(np.int32) + dither, -32768, 32767).astype(np.int16)
     with wave.open(str(path), "wb") as writer:
         writer.setnchannels(1)
         writer.setsampwidth(2)

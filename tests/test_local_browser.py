@@ -319,3 +319,54 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_a_websocket_call_from_the_page_is_heard_and_answered(stack: RunningStack, browser_once: Browser) -> None:
+    # The same page over the WebSocket transport: /start presigns the agent's ws_url, local mode's
+    # AgentCore stand-in checks the signature and relays to the agent's /ws; no peer connection at all.
+    page = browser_once.new_page()
+    try:
+        page.add_init_script(CAPTURE_PEER_CONNECTIONS)
+        page.goto(f"{stack.url}/offline/?transport=websocket")
+        assert page.input_value("#transport") == "websocket"
+        page.get_by_role("button", name="Connect", exact=True).click()
+        page.wait_for_function("window.callTimeline.turns.length > 0", timeout=30_000)
+        reply = json.dumps(f"agent: {reply_to('how are you')}")
+        page.wait_for_function(f"document.getElementById('log').textContent.includes({reply})", timeout=30_000)
+        timeline = page.evaluate("window.callTimeline")
+        steps = page.eval_on_selector_all("#steps li", "items => items.map(li => [li.dataset.step, li.className])")
+        first_word, turn = page.inner_text("#first-word"), page.inner_text("#turn-latency")
+        print(f"\npage over websocket: first word {first_word}, turn {turn}")
+        assert "you: how are you" in page.inner_text("#log")  # the agent heard the fake microphone
+        assert all(state == "done" for _, state in steps), steps
+        assert timeline["transport"] == "websocket"
+        # The agent's voice was loud at the page's player (the meter's onsets), first the greeting,
+        # then the answer after the caller stopped.
+        assert timeline["media"] < timeline["firstWord"] < timeline["turns"][0]["agentStartedAt"]
+        assert timeline["turns"][0]["latencyMs"] > 500
+        assert page.evaluate("window.__peerConnections.length") == 0
+        assert page.is_hidden("#error")
+    finally:
+        screenshot(page, "local-offline-websocket-call.png")
+        page.close()
+
+
+def test_a_refused_websocket_is_explained(stack: RunningStack, browser_once: Browser) -> None:
+    # A tampered signature: the stand-in refuses the upgrade (HTTP 403), as AgentCore would.
+    def tampered(route: Any) -> None:
+        answer = route.fetch()
+        body = answer.json()
+        body["ws_url"] = re.sub(r"X-Amz-Signature=[0-9a-f]+", "X-Amz-Signature=" + "0" * 64, body["ws_url"])
+        route.fulfill(response=answer, json=body)
+
+    page = browser_once.new_page()
+    try:
+        page.route("**/start", tampered)
+        page.goto(f"{stack.url}/offline/?transport=websocket")
+        page.get_by_role("button", name="Connect", exact=True).click()
+        page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+        assert "WebSocket refused" in page.inner_text("#error")
+        assert page.get_attribute('#steps [data-step="media"]', "class") == "failed"
+        assert page.inner_text("#status") == "disconnected"
+    finally:
+        page.close()

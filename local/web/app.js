@@ -1,5 +1,9 @@
-// The call page: the Pipecat JS client and its SmallWebRTC transport, with the WavMediaManager (plain
-// getUserMedia; unlike the default Daily media manager, it needs nothing from the internet).
+// The call page: the Pipecat JS client over either transport the API offers, each with the
+// WavMediaManager (plain getUserMedia; unlike the default Daily media manager, it needs nothing from
+// the internet):
+// - `webrtc`: SmallWebRTC, media relayed by TURN servers whose credentials `/start` mints from KVS;
+// - `websocket`: audio frames over a WebSocket to the agent, at the SigV4-presigned `ws_url` that
+//   `/start` returns (no AWS credential reaches the page).
 //
 // Besides the call it shows what is happening: each step of connecting, the microphone's level, whether
 // the agent is speaking, the time from Connect to the agent's first audible word and each turn's
@@ -8,6 +12,7 @@
 // Each call's moments are in `window.callTimeline` (performance.now() milliseconds) for benchmarks.
 import { PipecatClient } from "@pipecat-ai/client-js";
 import { SmallWebRTCTransport, WavMediaManager } from "@pipecat-ai/small-webrtc-transport";
+import { WavMediaManager as WebSocketMediaManager, WebSocketTransport } from "@pipecat-ai/websocket-transport";
 
 // TURN servers refuse to refresh an allocation once its credentials have expired, so a long call
 // moves to a new peer connection with fresh credentials this long before they expire.
@@ -16,6 +21,10 @@ const CONNECT_TIMEOUT_MS = 15_000;
 // A measuring knob, not a setting: `?ice=gather` makes each offer wait for ICE gathering to complete
 // (up to 2 s in the transport) instead of trickling candidates, to compare the two in one run.
 const WAIT_FOR_ICE_GATHERING = new URLSearchParams(window.location.search).get("ice") === "gather";
+// The websocket transport's rates: it sends the microphone at 16 kHz and plays what it receives as 24 kHz.
+const WEBSOCKET_RECORDER_RATE = 16000;
+const WEBSOCKET_RECORDER_CHUNK = 512; // what the transport's default media manager uses
+const TRANSPORT_LABELS = { webrtc: "Media through the relay", websocket: "WebSocket to the agent" };
 
 const element = (id) => document.getElementById(id);
 const log = (line) => {
@@ -42,6 +51,7 @@ function setStatus(status) {
   const idle = status === "disconnected";
   element("connect").disabled = !idle;
   element("disconnect").disabled = idle;
+  element("transport").disabled = !idle;
 }
 
 function showError(message) {
@@ -82,13 +92,13 @@ function setBotState(state) {
   element("bot-state").dataset.state = state;
 }
 
-async function startSession() {
+async function startSession(transportName = "webrtc") {
   let started;
   try {
     started = await fetch("/start", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ transport: "webrtc" }),
+      body: JSON.stringify({ transport: transportName }),
     });
   } catch (error) {
     throw new CallError(`The call service cannot be reached (${error.message}). Check your network and try again.`, {
@@ -114,7 +124,8 @@ async function startSession() {
       step: "session",
     });
   }
-  // {sessionId, iceConfig: {iceServers}}: TURN credentials minted from the KVS channel pool.
+  // webrtc: {sessionId, iceConfig: {iceServers}}, TURN credentials minted from the KVS channel pool;
+  // websocket: {sessionId, ws_url}, a presigned URL of the agent's WebSocket, valid for minutes.
   return started.json();
 }
 
@@ -183,18 +194,50 @@ async function startAudioAnalysis() {
   return { context, meters: [], watched: new Set() };
 }
 
-function meter(track, onMessage) {
-  const { context } = audio;
-  const source = context.createMediaStreamSource(new MediaStream([track]));
+// A level meter on `context` (which has loaded level-meter.js); connect the audio to measure to it.
+function meterNode(context, onMessage) {
   const node = new AudioWorkletNode(context, "level-meter", { numberOfOutputs: 0 });
   // The worklet stamps events with the audio clock; map them onto the page's clock.
   const pageTime = (at) => performance.now() - (context.currentTime - at) * 1000;
   node.port.onmessage = ({ data }) => onMessage(data.type, data.type === "level" ? data.rms : pageTime(data.at));
-  source.connect(node);
-  audio.meters.push(() => {
-    source.disconnect();
-    node.port.close();
-  });
+  audio?.meters.push(() => node.port.close());
+  return node;
+}
+
+function meter(track, onMessage) {
+  const source = audio.context.createMediaStreamSource(new MediaStream([track]));
+  source.connect(meterNode(audio.context, onMessage));
+  audio.meters.push(() => source.disconnect());
+}
+
+// The websocket transport plays the agent's voice with its own player (an AudioWorklet in its own
+// AudioContext), not from a track: meter what that player sends to the speakers.
+class MeteredWebSocketMediaManager extends WebSocketMediaManager {
+  constructor(onAgentVoice) {
+    super(WEBSOCKET_RECORDER_CHUNK, WEBSOCKET_RECORDER_RATE);
+    this.onAgentVoice = onAgentVoice;
+    this.meter = null;
+    this.meteredStream = null;
+  }
+
+  async initialize() {
+    await super.initialize();
+    const player = this._wavStreamPlayer;
+    await player.context.audioWorklet.addModule("level-meter.js");
+    this.meter = meterNode(player.context, this.onAgentVoice);
+  }
+
+  bufferBotAudio(data, id) {
+    const queued = super.bufferBotAudio(data, id);
+    // The player makes a new stream node after each stop and rewires its analyser (the node between
+    // the stream and what listens to it): attach the meter to each new one.
+    const player = this._wavStreamPlayer;
+    if (this.meter && player.stream && player.stream !== this.meteredStream) {
+      player.analyser.connect(this.meter);
+      this.meteredStream = player.stream;
+    }
+    return queued;
+  }
 }
 
 function watchMicrophone(track) {
@@ -212,20 +255,22 @@ function watchMicrophone(track) {
   });
 }
 
+function onAgentVoice(type, at) {
+  if (type !== "onset" || !timeline) return;
+  if (timeline.firstWord === undefined) {
+    mark("first-word", at);
+    timeline.firstWord = at;
+    element("first-word").textContent = `${Math.round(at - timeline.click)} ms`;
+  } else if (timeline.callerStoppedAt) {
+    const latency = at - timeline.callerStoppedAt;
+    timeline.turns.push({ callerStoppedAt: timeline.callerStoppedAt, agentStartedAt: at, latencyMs: latency });
+    timeline.callerStoppedAt = null;
+    element("turn-latency").textContent = `${Math.round(latency)} ms`;
+  }
+}
+
 function watchAgentVoice(track) {
-  meter(track, (type, at) => {
-    if (type !== "onset") return;
-    if (timeline.firstWord === undefined) {
-      mark("first-word", at);
-      timeline.firstWord = at;
-      element("first-word").textContent = `${Math.round(at - timeline.click)} ms`;
-    } else if (timeline.callerStoppedAt) {
-      const latency = at - timeline.callerStoppedAt;
-      timeline.turns.push({ callerStoppedAt: timeline.callerStoppedAt, agentStartedAt: at, latencyMs: latency });
-      timeline.callerStoppedAt = null;
-      element("turn-latency").textContent = `${Math.round(latency)} ms`;
-    }
-  });
+  meter(track, onAgentVoice);
 }
 
 function stopAudioAnalysis() {
@@ -241,7 +286,11 @@ const ICE_FAILED =
   "The media connection failed: the browser could not reach the agent through the TURN relay (ICE failed). " +
   "Your network may block UDP and TCP to the relay; try another network, then click Connect again.";
 
-function newTransport() {
+function newWebSocketTransport() {
+  return new WebSocketTransport({ mediaManager: new MeteredWebSocketMediaManager(onAgentVoice) });
+}
+
+function newWebRtcTransport() {
   const transport = new SmallWebRTCTransport({
     mediaManager: new WavMediaManager(),
     waitForICEGathering: WAIT_FOR_ICE_GATHERING,
@@ -267,7 +316,8 @@ function newTransport() {
 }
 
 async function connect() {
-  timeline = { click: performance.now(), turns: [], callerStoppedAt: null, microphonePeak: 0 };
+  const transportName = element("transport").value;
+  timeline = { click: performance.now(), transport: transportName, turns: [], callerStoppedAt: null, microphonePeak: 0 };
   window.callTimeline = timeline;
   resetSteps();
   showError("");
@@ -275,13 +325,17 @@ async function connect() {
   element("turn-latency").textContent = "–";
   element("turn-breakdown").textContent = "";
   setStatus("starting");
-  const transport = newTransport();
+  const websocket = transportName === "websocket";
+  const transport = websocket ? newWebSocketTransport() : newWebRtcTransport();
   client = new PipecatClient({
     transport,
     enableMic: true,
     enableCam: false,
     callbacks: {
-      onConnected: () => setStatus("connected"),
+      onConnected: () => {
+        if (websocket) mark("media"); // the WebSocket is open: audio flows both ways
+        setStatus("connected");
+      },
       onBotReady: () => {
         mark("ready");
         setStatus("ready");
@@ -319,7 +373,7 @@ async function connect() {
   });
   // The session (TURN credentials), the microphone and the audio meters do not wait for each other.
   const [session] = await Promise.all([
-    startSession().then((started) => {
+    startSession(transportName).then((started) => {
       mark("session");
       return started;
     }),
@@ -337,7 +391,7 @@ async function connect() {
   // and say which side was missing (the agent's answer, or a media path to it).
   const timeout = new Promise((_, reject) => {
     setTimeout(() => {
-      const answered = Boolean(transport.pc?.remoteDescription);
+      const answered = !websocket && Boolean(transport.pc?.remoteDescription);
       const waited = `${CONNECT_TIMEOUT_MS / 1000} s`;
       const message = answered
         ? `${ICE_FAILED} (No media path within ${waited}.)`
@@ -345,25 +399,42 @@ async function connect() {
       reject(new CallError(message));
     }, CONNECT_TIMEOUT_MS);
   });
+  const connectParams = websocket
+    ? { wsUrl: session.ws_url }
+    : { webrtcRequestParams: { endpoint: `/sessions/${session.sessionId}/api/offer` }, iceConfig: session.iceConfig };
   try {
-    await Promise.race([
-      client.connect({
-        webrtcRequestParams: { endpoint: `/sessions/${session.sessionId}/api/offer` },
-        iceConfig: session.iceConfig,
-      }),
-      timeout,
-    ]);
+    await Promise.race([client.connect(connectParams), timeout]);
   } catch (error) {
     if (error instanceof CallError) throw error;
     const status = error?.status ?? error?.cause?.status;
+    if (websocket) {
+      // A browser is not told why a WebSocket upgrade was refused: name the likely causes.
+      throw new CallError(
+        "The agent's WebSocket refused the call or could not be reached. Its signed URL is valid for a few " +
+          "minutes only: click Connect again for a fresh one.",
+      );
+    }
     throw new CallError(
       status
         ? `The agent could not take the call (HTTP ${status}). Try again in a moment.`
         : `The call could not connect (${error?.message ?? error}). Try again.`,
     );
   }
-  scheduleRefresh(transport, session.iceConfig.iceServers);
+  // TURN credentials expire: a long WebRTC call moves to fresh ones. A WebSocket call needs none.
+  if (!websocket) scheduleRefresh(transport, session.iceConfig.iceServers);
 }
+
+// The transport: `?transport=websocket` picks it in the address; the choice labels the media step.
+function showTransport() {
+  const name = element("transport").value;
+  document.querySelector('#steps [data-step="media"]').firstChild.textContent = TRANSPORT_LABELS[name];
+  document.querySelector('#steps [data-step="session"]').firstChild.textContent =
+    name === "websocket" ? "Session and signed WebSocket URL" : "Session and TURN credentials";
+}
+const requested = new URLSearchParams(window.location.search).get("transport");
+if (requested && TRANSPORT_LABELS[requested]) element("transport").value = requested;
+element("transport").addEventListener("change", showTransport);
+showTransport();
 
 function holdConnect(seconds) {
   const button = element("connect");
