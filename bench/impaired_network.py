@@ -106,11 +106,14 @@ class Profile:
         delay_ms: Mean one-way delay.
         jitter_ms: Half-width of the uniform spread of each packet's delay around ``delay_ms``.
         loss_percent: Chance that a packet is dropped, in percent (0.01 steps).
+        reorder: Whether datagrams of one UDP flow may overtake one another (each packet's delay drawn
+            on its own, as netem does); ``False`` keeps every flow in order, as queueing jitter does.
     """
 
     delay_ms: float = 0.0
     jitter_ms: float = 0.0
     loss_percent: float = 0.0
+    reorder: bool = True
 
     def __post_init__(self) -> None:
         for name in ("delay_ms", "jitter_ms", "loss_percent"):
@@ -127,11 +130,12 @@ class Profile:
 
     def describe(self) -> str:
         """One line for logs and ``--help``."""
-        if self == Profile():
+        if not self.delays and not self.loss_percent:
             return "no impairment"
+        order = "" if self.reorder or not self.jitter_ms else ", flows kept in order"
         return (
             f"one-way delay {self.delay_ms:g} ms +/- {self.jitter_ms:g} ms (uniform), "
-            f"{self.loss_percent:g}% loss per packet"
+            f"{self.loss_percent:g}% loss per packet{order}"
         )
 
 
@@ -588,7 +592,9 @@ def _keep(spec: dict[str, Any]) -> int:
             queue = _open_queue_in(spec["name"])
         print("ready", flush=True)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        line = DelayLine(profile.delay_ms / 1000, profile.jitter_ms / 1000, random.Random(spec["seed"]))
+        line = DelayLine(
+            profile.delay_ms / 1000, profile.jitter_ms / 1000, random.Random(spec["seed"]), reorder=profile.reorder
+        )
         _delay_until(queue, line, owner, deadline)
     except _Stop:
         print("stopped by a signal", file=sys.stderr)

@@ -65,6 +65,7 @@ _VERDICT = struct.Struct("!II")
 _PACKET_HDR = struct.Struct("!IHB")
 _ERRNO = struct.Struct("=i")
 _IPPROTO_TCP: Final = 6
+_IPPROTO_UDP: Final = 17
 
 
 class NfQueueError(OSError):
@@ -77,7 +78,22 @@ class QueuedPacket:
 
     packet_id: int
     tcp_flow: bytes | None
+    datagram_flow: bytes | None = None
+    """For a UDP datagram, the bytes naming its flow (addresses and ports), else ``None``."""
     """Source and destination address and port of a TCP segment; ``None`` for anything else."""
+
+
+def udp_flow_of(header: bytes) -> bytes | None:
+    """Return the bytes naming the UDP flow (addresses and ports, one direction) of an IP packet, or ``None``."""
+    if not header:
+        return None
+    version = header[0] >> 4
+    if version == 4 and len(header) >= 20 and header[9] == _IPPROTO_UDP:
+        transport = (header[0] & 0x0F) * 4
+        return header[12:20] + header[transport : transport + 4]
+    if version == 6 and len(header) >= 44 and header[6] == _IPPROTO_UDP:
+        return header[8:44]
+    return None
 
 
 def tcp_flow_of(header: bytes) -> bytes | None:
@@ -195,7 +211,7 @@ class NfQueue:
                 packet_id = _PACKET_HDR.unpack_from(value)[0]
             elif kind == NFQA_PAYLOAD:
                 payload = value
-        return QueuedPacket(packet_id, tcp_flow_of(payload))
+        return QueuedPacket(packet_id, tcp_flow_of(payload), udp_flow_of(payload))
 
     def accept(self, packet_ids: list[int]) -> None:
         """Let the packets go on their way, in one send."""
@@ -220,15 +236,21 @@ class DelayLine:
     which keep a flow's order; reordering every TCP stream would instead measure TCP's fast
     retransmit, which real paths rarely trigger.
 
+    With ``reorder=False`` a UDP flow keeps its order too (a path whose jitter is all queueing, as
+    on most access networks; netem-style independent draws reorder datagrams far more often than real
+    paths do, and a receiver's jitter buffer may count each overtaken packet as lost).
+
     Args:
         delay: Mean one-way delay, seconds.
         jitter: Half-width of the uniform spread around ``delay``, seconds (clamped at zero delay).
         rng: The source of the draws (seed it for a reproducible run).
+        reorder: Whether datagrams of one UDP flow may overtake one another.
     """
 
     delay: float
     jitter: float
     rng: random.Random = field(default_factory=random.Random)
+    reorder: bool = True
     _heap: list[tuple[float, int, int]] = field(default_factory=list, init=False)
     _order: Iterator[int] = field(default_factory=itertools.count, init=False)
     _flow_release: dict[bytes, float] = field(default_factory=dict, init=False)
@@ -236,9 +258,10 @@ class DelayLine:
     def add(self, packet: QueuedPacket, now: float) -> float:
         """Schedule a packet that arrived at ``now`` and return when it leaves."""
         leave = now + max(0.0, self.delay + self.rng.uniform(-self.jitter, self.jitter))
-        if packet.tcp_flow is not None:
-            leave = max(leave, self._flow_release.get(packet.tcp_flow, leave))
-            self._flow_release[packet.tcp_flow] = leave
+        flow = packet.tcp_flow if packet.tcp_flow is not None or self.reorder else packet.datagram_flow
+        if flow is not None:
+            leave = max(leave, self._flow_release.get(flow, leave))
+            self._flow_release[flow] = leave
             if len(self._flow_release) > 4096:
                 self._flow_release = {flow: t for flow, t in self._flow_release.items() if t > now}
         heapq.heappush(self._heap, (leave, next(self._order), packet.packet_id))

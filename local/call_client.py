@@ -90,6 +90,12 @@ class Peer(Heard):
     pc: RTCPeerConnection = field(default_factory=RTCPeerConnection)
     track: PcmTrack = field(default_factory=PcmTrack)
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    media_positions: list[float | None] = field(default_factory=list)
+    """For each of :attr:`received`, where its first sample sits on the sender's media clock (seconds,
+    from the RTP timestamp)."""
+    rtp_arrivals: list[tuple[float, int, int]] = field(default_factory=list)
+    """Each audio RTP packet as it arrived, before aiortc's jitter buffer: (monotonic seconds, sequence
+    number, RTP timestamp). What the network delivered, whatever the receiver then plays."""
     _readers: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def offer(self, *, trickle: bool = True) -> dict[str, Any]:
@@ -109,6 +115,9 @@ class Peer(Heard):
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             self._readers.append(asyncio.ensure_future(self._read(track)))
+            for transceiver in self.pc.getTransceivers():
+                if transceiver.receiver.track is track:
+                    self._watch_rtp(transceiver.receiver)
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
         lines, mid, index = [], None, -1
@@ -125,6 +134,16 @@ class Peer(Heard):
                 lines.append(line)
         return {"sdp": "\r\n".join(lines) + "\r\n", "type": "offer"}
 
+    def _watch_rtp(self, receiver: Any) -> None:
+        # aiortc has no public hook on arriving packets: wrap the receiver's handler (aiortc 1.x).
+        handle = receiver._handle_rtp_packet
+
+        async def arrived(packet: Any, arrival_time_ms: int) -> None:
+            self.rtp_arrivals.append((time.monotonic(), packet.sequence_number, packet.timestamp))
+            await handle(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = arrived
+
     async def _read(self, track: MediaStreamTrack) -> None:
         while True:
             try:
@@ -137,6 +156,7 @@ class Peer(Heard):
             if frame.layout.name == "stereo":
                 samples = samples[::2]
             self.received.append((time.monotonic(), samples.astype(np.int16)))
+            self.media_positions.append(None if frame.pts is None else float(frame.pts * frame.time_base))
 
     async def accept(self, answer: dict[str, Any]) -> None:
         """Apply the agent's answer."""
@@ -290,6 +310,7 @@ class Call:
         self._ice_servers = fresh["iceConfig"]["iceServers"]
         old = self.peer
         self.peer = Peer(pc=self._new_peer_connection(), track=old.track, received=old.received,
+                         media_positions=old.media_positions, rtp_arrivals=old.rtp_arrivals,
                          messages=old.messages, events=old.events)  # fmt: skip
         # The old connection stays up until the agent has answered: closing it first would look to the
         # agent like the caller hanging up.

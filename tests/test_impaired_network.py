@@ -34,7 +34,7 @@ from bench.impaired_network import (
     namespace_names,
     namespace_pids,
 )
-from bench.nfqueue import DelayLine, QueuedPacket, tcp_flow_of
+from bench.nfqueue import DelayLine, QueuedPacket, tcp_flow_of, udp_flow_of
 from tests.network_probe import ROOT, TcpMeasurement, UdpMeasurement, measure_tcp, measure_udp
 
 needs_root = pytest.mark.skipif(
@@ -87,6 +87,25 @@ def test_datagrams_may_overtake_but_a_tcp_flow_keeps_its_order() -> None:
     tcp = [line.add(QueuedPacket(i, b"flow"), now=i * 0.001) for i in range(200)]
     assert tcp == sorted(tcp)
     assert line.due(now=10.0) == list(range(200))
+
+
+def test_without_reordering_a_udp_flow_keeps_its_order_and_other_flows_do_not_wait() -> None:
+    line = DelayLine(delay=0.040, jitter=0.020, rng=random.Random(7), reorder=False)
+    flow = [line.add(QueuedPacket(i, None, b"udp"), now=i * 0.001) for i in range(200)]
+    assert flow == sorted(flow)
+    assert all(leave - i * 0.001 >= 0.020 for i, leave in enumerate(flow))
+    other = [line.add(QueuedPacket(1000 + i, None, bytes([i])), now=0.5) for i in range(50)]
+    assert all(0.52 <= leave <= 0.56 for leave in other)  # a flow of its own: its own draw only
+
+
+def test_udp_flow_is_read_from_ipv4_and_ipv6_headers() -> None:
+    ipv4 = bytes([0x45]) + bytes(8) + bytes([17]) + bytes(2) + bytes([127, 0, 0, 1, 127, 0, 0, 2]) + b"\x0d\x96\x04\xd2"
+    assert udp_flow_of(ipv4) == bytes([127, 0, 0, 1, 127, 0, 0, 2]) + b"\x0d\x96\x04\xd2"
+    assert udp_flow_of(ipv4[:9] + bytes([6]) + ipv4[10:]) is None  # TCP
+    addresses = bytes(15) + b"\1" + bytes(15) + b"\1"
+    ipv6 = bytes([0x60]) + bytes(5) + bytes([17]) + bytes([64]) + addresses + b"\0\x50\0\x51"
+    assert udp_flow_of(ipv6) == ipv6[8:44]
+    assert PROFILES["loss2"].reorder and "in order" in Profile(delay_ms=40, jitter_ms=20, reorder=False).describe()
 
 
 def test_tcp_flow_is_read_from_ipv4_and_ipv6_headers() -> None:
