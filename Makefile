@@ -106,6 +106,7 @@ bench: $(STAMPS)/venv ## Run the benchmarks (JSON on stdout)
 	$(PY) -m bench.fleet --json
 	$(PY) -m bench.discovery --json
 	$(PY) -m bench.cold_start --json
+	$(PY) -m bench.transports --json
 
 .PHONY: clean
 clean: ## Remove generated files (venv, node_modules, cdk.out, caches)

@@ -194,12 +194,13 @@ def report(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         failed = [result for result in mine if "error" in result]
         frames = sum(result["frames"] for result in done)
         late, lost = sum(result["late"] for result in done), sum(result["lost"] for result in done)
+        timings = summarize([{key: result[key] for key in ("first_audio_ms", "voice_to_voice_ms")} for result in done])
         figures[transport] = {
+            **timings,  # first, so that its own count of the calls that made it is not taken for all calls
             "calls": len(mine),
             "calls_up": len(done),
             "failed": len(failed),
             **({"first_error": failed[0]["error"]} if failed else {}),
-            **summarize([{key: result[key] for key in ("first_audio_ms", "voice_to_voice_ms")} for result in done]),
             "audio_delay_ms": summarize([{"delay": delay} for result in done for delay in result["delays_ms"]]).get(
                 "delay", {}
             ),

@@ -1,8 +1,9 @@
 """Benchmark: WebRTC (through the TURN relay) against the WebSocket, on a clean and an impaired network.
 
 For each network profile (:data:`PROFILES`: clean loopback; 40 ms +- 20 ms one-way delay with 2%
-loss; the same with 5% loss; optionally 2% with packets reordered) it makes a network namespace of its own (:mod:`bench.impaired_network`)
-whose impairment applies to the caller's traffic only, as on a caller's access network, runs the whole
+loss; the same with 5% loss; optionally 2% with packets reordered) it makes a network namespace of
+its own (:mod:`bench.impaired_network`) whose impairment applies to the caller's traffic only, as on
+a caller's access network, runs the whole
 local system inside it (``python -m local``, as root: coturn -> agent and broker <-> emulator stay
 clean), and runs the caller (:mod:`bench.transport_calls`, as an unprivileged uid) making the same
 calls over each transport in turn. Per transport and profile it reports whether calls stayed up,
@@ -48,9 +49,9 @@ URL: Final = "http://127.0.0.1:7860"
 START_TIMEOUT: Final = 120.0
 LABELS: Final = {
     "clean": "clean",
-    "loss2": "40±20 ms, 2% loss",
-    "loss5": "40±20 ms, 5% loss",
-    "loss2_reordering": "40±20 ms, 2% loss,\nreordered",
+    "loss2": "40±20 ms\n2% loss",
+    "loss5": "40±20 ms\n5% loss",
+    "loss2_reordering": "40±20 ms, 2%\nreordered",
 }
 
 
@@ -95,7 +96,7 @@ def run_profile(name: str, profile: Profile, calls: int) -> dict[str, Any]:
 
 
 def plot(report: Mapping[str, Any], path: Path) -> None:
-    """Three panels, one bar per transport and network: voice to voice, audio delay, audio lost or late."""
+    """Three panels, two bars (the transports) per network: voice to voice, audio delay, audio late or lost."""
     import matplotlib  # noqa: PLC0415 - only when a plot is asked for
 
     matplotlib.use("Agg")
@@ -104,36 +105,45 @@ def plot(report: Mapping[str, Any], path: Path) -> None:
     networks = list(report["profiles"])
     colours = {"webrtc": "#2563eb", "websocket": "#ea580c"}
     labels = {"webrtc": "WebRTC (TURN relay)", "websocket": "WebSocket"}
-    figure, axes = plt.subplots(1, 3, figsize=(13, 4.2))
+    figure, axes = plt.subplots(1, 3, figsize=(14, 4.6))
     width = 0.38
-    panels = (
-        ("voice_to_voice_ms", "Voice to voice (ms)\nbar p50, line p95"),
-        ("audio_delay_ms", "Agent audio later than its best chunk (ms)\nbar p95, line p99-ish max"),
-        ("late_or_lost_share", f"Agent audio late (> {PLAYOUT_BUDGET_MS:.0f} ms) or never (%)"),
+    titles = (
+        "Voice to voice (ms): bar p50, line p95",
+        "Agent audio later than its best chunk (ms):\nbar p95, line max",
+        f"Agent audio never heard (solid) or later than\n"
+        f"a {PLAYOUT_BUDGET_MS:.0f} ms playout buffer (hatched), % of 20 ms frames",
     )
-    for axis, (key, title) in zip(axes, panels, strict=True):
+    for panel, (axis, title) in enumerate(zip(axes, titles, strict=True)):
         for offset, transport in enumerate(TRANSPORTS):
             xs = [index + (offset - 0.5) * width for index in range(len(networks))]
             stats = [report["profiles"][network].get(transport, {}) for network in networks]
-            if key == "late_or_lost_share":
-                values = [100 * (one.get(key) or 0.0) for one in stats]
-                axis.bar(xs, values, width, color=colours[transport], label=labels[transport])
+            colour = colours[transport]
+            if panel == 2:
+                lost = [100 * (one.get("lost_share") or 0.0) for one in stats]
+                late = [100 * (one.get("late_share") or 0.0) for one in stats]
+                axis.bar(xs, lost, width, color=colour, label=labels[transport])
+                axis.bar(xs, late, width, bottom=lost, color="white", edgecolor=colour, hatch="///")
+                tops = [a + b for a, b in zip(lost, late, strict=True)]
             else:
-                low = "p50" if key == "voice_to_voice_ms" else "p95"
-                high = "p95" if key == "voice_to_voice_ms" else "max"
+                key, low, high = ("voice_to_voice_ms", "p50", "p95") if panel == 0 else ("audio_delay_ms", "p95", "max")
                 values = [one.get(key, {}).get(low, 0.0) for one in stats]
                 tops = [one.get(key, {}).get(high, 0.0) for one in stats]
-                axis.bar(xs, values, width, color=colours[transport], label=labels[transport])
+                axis.bar(xs, values, width, color=colour, label=labels[transport])
                 axis.vlines(xs, values, tops, colors="black", linewidth=1)
-            for x, one in zip(xs, stats, strict=True):
+            for x, top, one in zip(xs, tops, stats, strict=True):
                 if one.get("failed"):
-                    axis.annotate(f"{one['failed']} dropped", (x, 0), ha="center", va="bottom", fontsize=7)
-        axis.set_title(title, fontsize=10)
+                    axis.annotate(f"{one['failed']} of {one['calls']}\nfailed", (x, top), ha="center", va="bottom",
+                                  fontsize=7, color="#b91c1c")  # fmt: skip
+        axis.set_title(title, fontsize=9.5)
         axis.set_xticks(range(len(networks)))
         axis.set_xticklabels([LABELS.get(network, network) for network in networks], fontsize=8)
         axis.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    figure.suptitle(f"Caller's network; {report['calls']} calls per transport and network", fontsize=11)
+        axis.margins(y=0.15)
+    axes[0].legend(fontsize=8, loc="upper left")
+    figure.suptitle(
+        f"The caller's network, impaired for the caller only; {report['calls']} calls per transport and network",
+        fontsize=11,
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -153,12 +163,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"comma-separated, of {', '.join(PROFILES)} (%(default)s)",
     )
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw the comparison into FILE.png")
+    parser.add_argument(
+        "--from-json", type=Path, metavar="REPORT.json", help="draw --plot from a saved report instead of running"
+    )
     args = parser.parse_args(argv)
     profiles = [name.strip() for name in args.profiles.split(",") if name.strip()]
     if args.calls < 1 or not profiles or set(profiles) - set(PROFILES):
         parser.exit(2, f"error: --calls must be >= 1 and --profiles of {', '.join(PROFILES)}\n")
     if args.plot is not None and args.plot.suffix != ".png":
         parser.exit(2, "error: --plot takes a .png file\n")
+    if args.from_json is not None:
+        if args.plot is None:
+            parser.exit(2, "error: --from-json needs --plot\n")
+        plot(json.loads(args.from_json.read_text()), args.plot)
+        return 0
     started = time.monotonic()
     try:
         results = {name: run_profile(name, PROFILES[name], args.calls) for name in profiles}

@@ -156,14 +156,14 @@ def test_bench_local_calls_measures_both_clients_with_their_phases() -> None:
     )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout)
-    for client in ("aiortc", "browser"):
+    for client in ("aiortc", "websocket", "browser", "browser_websocket"):
         for mode in ("sequential", "concurrent"):
             figures = report[client][mode]
             assert figures["calls"] == 1
             # Each call connected, heard the greeting, and was answered when it spoke.
             assert 0 < figures["connect_ms"]["p50"] < figures["first_audio_ms"]["p50"]
             assert figures["failed"] == 0
-            if client == "browser" or mode == "sequential":  # aiortc calls at once do not speak
+            if client != "aiortc" or mode == "sequential":  # aiortc calls at once do not speak
                 assert figures["voice_to_voice_ms"]["p50"] > 0
                 assert figures["stage_vad_stop_ms"]["p50"] > 0 and figures["stage_stt_ms"]["p50"] > 0
             if mode == "concurrent":  # the cores each part used while the calls at once ran
@@ -171,6 +171,9 @@ def test_bench_local_calls_measures_both_clients_with_their_phases() -> None:
                 assert cpu["cores"]["agent"] > 0 and cpu["machine_cores"] >= 1 and cpu["seconds"] > 0
                 assert cpu["total_cores"] == pytest.approx(sum(cpu["cores"].values()), abs=0.05)
     assert report["browser"]["concurrent"]["cpu"]["cores"]["chromium_pages"] > 0
+    # Each client's WebSocket figures against its WebRTC ones, in the same run.
+    assert set(report["transports"]) == {"websocket_against_aiortc", "browser_websocket_against_browser"}
+    assert report["transports"]["websocket_against_aiortc"]["voice_to_voice_ms"]["ratio"] > 0
     browser = report["browser"]["sequential"]
     assert {"phase_start_ms", "phase_offer_round_trip_ms", "phase_ice_dtls_ms", "phase_first_packet_ms"} <= set(browser)
     assert set(report["targets"]) == {
@@ -184,5 +187,34 @@ def test_bench_local_calls_measures_both_clients_with_their_phases() -> None:
 def test_bench_local_calls_rejects_bad_arguments(argument: str) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "bench.local_calls", argument], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2 and "error:" in run.stderr
+
+
+def test_bench_transports_compares_both_transports_on_an_impaired_network(tmp_path: Path) -> None:
+    plot = tmp_path / "transports.png"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.transports", "--json", "--calls=1", "--profiles=loss2", f"--plot={plot}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout)["profiles"]["loss2"]
+    assert "2% loss" in report["network"] and "in order" in report["network"]
+    for transport in ("webrtc", "websocket"):
+        figures = report[transport]
+        assert figures["calls_up"] == 1 and figures["failed"] == 0
+        assert figures["frames"] > 100  # the greeting and the answer, in 20 ms frames
+        assert figures["voice_to_voice_ms"]["p50"] > 0 and figures["audio_delay_ms"]["max"] >= 0
+    assert report["websocket"]["lost_share"] == 0  # TCP loses nothing: what the network dropped comes late
+    assert plot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("argument", ["--calls=0", "--profiles=moon", "--plot=out.svg"])
+def test_bench_transports_rejects_bad_arguments(argument: str) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.transports", argument], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert run.returncode == 2 and "error:" in run.stderr
