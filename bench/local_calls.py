@@ -46,6 +46,7 @@ from bench.call_figures import agent_turn_metrics, summarize, voice_stages
 from bench.cpu_use import measured_cpu
 from bench.emulator_process import ROOT
 from local.call_client import Call
+from local.call_common import Exchange, Heard
 from local.coturn import free_port
 
 CLIENTS = ("aiortc", "websocket", "browser", "browser_websocket")
@@ -76,6 +77,19 @@ def local_system(channels: int) -> Iterator[str]:
             process.wait(timeout=30)
 
 
+def turn_figures(exchange: Exchange, heard: Heard) -> dict[str, float]:
+    """Voice to voice of one turn, split into stages by the agent's own turn metrics that followed it.
+
+    Raises:
+        RuntimeError: The agent heard something else than :data:`PHRASE`.
+    """
+    if exchange.heard != PHRASE:
+        raise RuntimeError(f"the agent heard {exchange.heard!r}, not {PHRASE!r}")
+    total = exchange.voice_to_voice_seconds * 1000
+    later = [m for (at, _), m in zip(heard.events, heard.messages, strict=True) if at >= exchange.spoken_until]
+    return {"voice_to_voice_ms": total, **voice_stages(total, agent_turn_metrics(later))}
+
+
 async def aiortc_call(url: str, *, speak: bool = True, trickle: bool = False) -> dict[str, float]:
     """One aiortc call: timings in milliseconds from sending ``/start``."""
     call = Call(url, relay_only=True, trickle=trickle)
@@ -94,13 +108,7 @@ async def aiortc_call(url: str, *, speak: bool = True, trickle: bool = False) ->
             "first_audio_ms": (first - call.started_at) * 1000,
         }
         if speak:
-            exchange = await call.say(PHRASE, timeout=60)
-            if exchange.heard != PHRASE:
-                raise RuntimeError(f"the agent heard {exchange.heard!r}, not {PHRASE!r}")
-            total = exchange.voice_to_voice_seconds * 1000
-            spoken = exchange.spoken_until
-            later = [m for (at, _), m in zip(peer.events, peer.messages, strict=True) if at >= spoken]
-            figures |= {"voice_to_voice_ms": total, **voice_stages(total, agent_turn_metrics(later))}
+            figures |= turn_figures(await call.say(PHRASE, timeout=60), peer)
         return {key: round(value, 1) for key, value in figures.items()}
     finally:
         await call.close()
@@ -122,12 +130,7 @@ async def websocket_call(url: str, *, speak: bool = True) -> dict[str, float]:
             "first_audio_ms": (first - call.started_at) * 1000,
         }
         if speak:
-            exchange = await call.say(PHRASE, timeout=60)
-            if exchange.heard != PHRASE:
-                raise RuntimeError(f"the agent heard {exchange.heard!r}, not {PHRASE!r}")
-            total = exchange.voice_to_voice_seconds * 1000
-            later = [m for (at, _), m in zip(heard.events, heard.messages, strict=True) if at >= exchange.spoken_until]
-            figures |= {"voice_to_voice_ms": total, **voice_stages(total, agent_turn_metrics(later))}
+            figures |= turn_figures(await call.say(PHRASE, timeout=60), heard)
         return {key: round(value, 1) for key, value in figures.items()}
     finally:
         await call.close()

@@ -83,34 +83,32 @@ class QueuedPacket:
     """Source and destination address and port of a TCP segment; ``None`` for anything else."""
 
 
-def udp_flow_of(header: bytes) -> bytes | None:
-    """Return the bytes naming the UDP flow (addresses and ports, one direction) of an IP packet, or ``None``."""
-    if not header:
-        return None
-    version = header[0] >> 4
-    if version == 4 and len(header) >= 20 and header[9] == _IPPROTO_UDP:
-        transport = (header[0] & 0x0F) * 4
-        return header[12:20] + header[transport : transport + 4]
-    if version == 6 and len(header) >= 44 and header[6] == _IPPROTO_UDP:
-        return header[8:44]
-    return None
-
-
-def tcp_flow_of(header: bytes) -> bytes | None:
-    """Return the bytes naming the TCP flow (one direction of a connection) of an IP packet, or ``None``.
+def _flow_of(header: bytes, protocol: int) -> bytes | None:
+    """Source and destination addresses and ports of an IP packet of ``protocol``, else ``None``.
 
     Args:
         header: The start of the packet, from its IPv4 or IPv6 header on.
+        protocol: The transport protocol's number (6 TCP, 17 UDP; both start with the two ports).
     """
     if not header:
         return None
     version = header[0] >> 4
-    if version == 4 and len(header) >= 20 and header[9] == _IPPROTO_TCP:
+    if version == 4 and len(header) >= 20 and header[9] == protocol:
         transport = (header[0] & 0x0F) * 4
         return header[12:20] + header[transport : transport + 4]
-    if version == 6 and len(header) >= 44 and header[6] == _IPPROTO_TCP:
+    if version == 6 and len(header) >= 44 and header[6] == protocol:
         return header[8:44]
     return None
+
+
+def udp_flow_of(header: bytes) -> bytes | None:
+    """Return the bytes naming the UDP flow (addresses and ports, one direction) of an IP packet, or ``None``."""
+    return _flow_of(header, _IPPROTO_UDP)
+
+
+def tcp_flow_of(header: bytes) -> bytes | None:
+    """Return the bytes naming the TCP flow (one direction of a connection) of an IP packet, or ``None``."""
+    return _flow_of(header, _IPPROTO_TCP)
 
 
 def _attribute(kind: int, payload: bytes) -> bytes:

@@ -7,6 +7,7 @@ write each response in one send, and track connections so a stop ends them promp
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import socketserver
@@ -19,6 +20,16 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 _CONNECTION_ERRORS = (ConnectionError, TimeoutError)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback: what local servers may bind."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class LoopbackHTTPServer(ThreadingHTTPServer):

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from local import OFFLINE_AWS_ENV
+from local.http_server import is_loopback
 
 from .exceptions import ConfigError
 from .protocol import endpoint_name_pattern, runtime_arn_pattern
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,10 +63,10 @@ class AgentCoreConfig:
                 f"runtime_arn must match the AgentRuntimeArn pattern (got {self.runtime_arn!r})",
             ),
             (
-                agent.scheme == "http" and _is_loopback(agent.hostname or "") and agent.port is not None,
+                agent.scheme == "http" and is_loopback(agent.hostname or "") and agent.port is not None,
                 f"agent_url must be http://<loopback>:<port> (got {self.agent_url!r})",
             ),
-            (_is_loopback(self.host), f"host must be a loopback address (got {self.host!r})"),
+            (is_loopback(self.host), f"host must be a loopback address (got {self.host!r})"),
             (0 <= self.port <= 65_535, f"port must be in 0..65535 (got {self.port})"),
             (bool(self.access_key_id), "access_key_id must not be empty"),
             (bool(self.secret_access_key), "secret_access_key must not be empty"),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
 from dataclasses import dataclass
 from typing import Final
+
+from local.http_server import is_loopback
 
 from .exceptions import ConfigError
 
@@ -25,15 +26,6 @@ _TURN_URI_RE: Final = re.compile(r"turns?:\S{1,250}")
 # Credentials returned by GetIceServerConfig must carry a TTL inside the model's Ttl range.
 MIN_TTL_SECONDS: Final = 30
 MAX_TTL_SECONDS: Final = 86_400
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,7 +95,7 @@ class EmulatorConfig:
             "list_tps_per_account": self.list_tps_per_account,
         }
         checks: list[tuple[bool, str]] = [
-            (_is_loopback(self.host), f"host must be a loopback address (got {self.host!r})"),
+            (is_loopback(self.host), f"host must be a loopback address (got {self.host!r})"),
             (0 <= self.port <= 65_535, f"port must be in 0..65535 (got {self.port})"),
             (bool(_REGION_RE.fullmatch(self.region)), f"region must look like 'us-east-1' (got {self.region!r})"),
             (bool(_ACCOUNT_RE.fullmatch(self.account_id)), f"account_id must be 12 digits (got {self.account_id!r})"),
