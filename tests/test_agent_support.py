@@ -120,17 +120,20 @@ def running_agent(
 
 
 @contextmanager
-def serving(app: Any, *, lifespan: Literal["on", "off"] = "off") -> Iterator[AgentServer]:
+def serving(
+    app: Any, *, lifespan: Literal["on", "off"] = "off", config: uvicorn.Config | None = None
+) -> Iterator[AgentServer]:
     """Serve ``app`` on a free loopback port in a thread for the block's duration.
 
-    ``lifespan="on"`` runs the app's start-up, as ``python -m agent`` does.
+    ``lifespan="on"`` runs the app's start-up, as ``python -m agent`` does; ``config`` serves it with
+    those uvicorn settings instead (e.g. ``agent.__main__.server_config``'s), on the free port.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan=lifespan))
+    server = uvicorn.Server(config or uvicorn.Config(app, log_level="warning", lifespan=lifespan))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     while not server.started:
         assert time.monotonic() < deadline, "agent server did not start"
         time.sleep(0.02)

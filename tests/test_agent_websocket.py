@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
-import threading
 import time
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
@@ -22,7 +20,6 @@ from typing import Any
 import numpy as np
 import pipecat.frames.protobufs.frames_pb2 as frames
 import pytest
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
@@ -54,21 +51,8 @@ def served_as_main(config: AgentConfig) -> Iterator[AgentServer]:
     """Serve ``create_app(config)`` on a free loopback port as ``python -m agent`` does (lifespan on,
     its uvicorn limits)."""
     app = create_app(config, ice_servers=no_ice_servers)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(server_config(app, config))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "agent server did not start"
-        time.sleep(0.02)
-    try:
-        yield AgentServer(port=sock.getsockname()[1], app=app)
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    with serving(app, config=server_config(app, config)) as agent:
+        yield agent
 
 
 CONFIG = AgentConfig(pipeline="local", greeting="Hello from the agent.", connect_timeout_seconds=5, metrics="log")
