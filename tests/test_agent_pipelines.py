@@ -23,7 +23,7 @@ from agent.local_speech import EspeakTTSService, LocalResponder, PocketsphinxSTT
 from agent.pipelines import pipeline_builder
 from agent.pipelines.local import build_local
 from agent.pipelines.nova_sonic import BridgedNovaSonicLLMService, build_nova_sonic
-from tests.test_agent_support import espeak_pcm, rms
+from tests.agent_support import espeak_pcm, rms
 
 HAS_AIOBOTOCORE = importlib.util.find_spec("aiobotocore") is not None
 

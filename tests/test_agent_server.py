@@ -23,7 +23,7 @@ from agent.config import AgentConfig
 from agent.exceptions import IceServersUnavailableError
 from agent.ice import BrokerIceServers
 from agent.payloads import OfferRequest, parse_request
-from tests.test_agent_support import (
+from tests.agent_support import (
     PEER_RATE,
     AgentServer,
     Peer,

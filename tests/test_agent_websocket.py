@@ -32,7 +32,7 @@ from agent.server import create_app
 from agent.websocket_calls import CLIENT_AUDIO_OUT_RATE, SESSION_HEADER, Refusal, refusal
 from local.call_common import SPEECH_RMS, Heard, Microphone, client_ready, converse, rms
 from local.websocket_client import MICROPHONE_RATE, audio_frame, message_frame
-from tests.test_agent_support import AgentServer, captured_logs, serving
+from tests.agent_support import AgentServer, captured_logs, serving
 
 SESSION_ID = "test-session-0123456789abcdefghijklmnop"  # 33+ characters, as AgentCore's are
 
@@ -241,7 +241,7 @@ def test_a_bad_message_ends_only_its_call(agent: AgentServer, name: str) -> None
 
 
 def test_the_guard_enforces_the_frame_limit_under_any_server() -> None:
-    # test_agent_support.serving uses uvicorn's defaults (16 MiB): the agent's own check must hold.
+    # agent_support.serving uses uvicorn's defaults (16 MiB): the agent's own check must hold.
     config = AgentConfig(pipeline="local", greeting="", max_frame_bytes=8192, metrics="log")
 
     async def scenario(server: AgentServer) -> None:

@@ -26,7 +26,7 @@ from agent.pipelines.common import silero_vad
 from agent.pipelines.nova_sonic import ENDPOINT_VARIABLE, build_nova_sonic
 from agent.server import create_app
 from bench.cold_start import COMPILE, PACKAGES
-from tests.test_agent_support import AgentServer, Peer, espeak_pcm, loopback_media, rms, serving
+from tests.agent_support import AgentServer, Peer, espeak_pcm, loopback_media, rms, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -38,7 +38,7 @@ from agent.telemetry import (
     MetricName,
 )
 from agent.turn_metrics import SERVICE_RECORD, TURN_RECORD, TurnMetrics, emf_document, service_name
-from tests.test_agent_support import (
+from tests.agent_support import (
     PEER_RATE,
     AgentServer,
     Peer,
