@@ -11,6 +11,7 @@ drives the system's Chromium.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import wave
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
@@ -20,6 +21,7 @@ from typing import Any, Final
 
 import numpy as np
 from playwright.async_api import Browser, async_playwright
+from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 
 from bench.call_figures import agent_turn_metrics, voice_stages
 from bench.cpu_use import measured_cpu
@@ -31,6 +33,8 @@ QUIET_FLAGS: Final = (
     "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required",
 )  # fmt: skip
 """No background traffic (this closed network refuses it anyway) and audio without a gesture."""
+AGENT_TURN_WAIT_MS: Final = 2000
+"""How long a call waits, after its first answered turn, for the agent's own measure of that turn."""
 SPEECH_LEAD_SECONDS: Final = 4.0
 """Silence before the phrase: the greeting (about 2.8 s) is over by then."""
 
@@ -138,7 +142,9 @@ def phases(timeline: Mapping[str, Any], probe: Mapping[str, Any]) -> dict[str, f
     turns = timeline.get("turns") or []
     if turns:
         turn = turns[0]
-        later = [m for m in messages if m["at"] >= turn["callerStoppedAt"]]
+        # The agent's turn metrics as the page got them (over the data channel or the WebSocket).
+        agent = [{"type": "server-message", **turn_metrics} for turn_metrics in timeline.get("agentTurns") or []]
+        later = sorted((m for m in [*messages, *agent] if m["at"] >= turn["callerStoppedAt"]), key=lambda m: m["at"])
         figures["voice_to_voice_ms"] = float(turn["latencyMs"])
         figures.update(voice_stages(float(turn["latencyMs"]), agent_turn_metrics(later)))
     return {key: round(value, 1) for key, value in figures.items() if value is not None}
@@ -159,6 +165,10 @@ async def browser_call(browser: Browser, url: str, *, query: str = "", timeout: 
         except Exception as exc:
             error = await page.inner_text("#error")
             raise RuntimeError(f"the browser call did not complete a turn: {error or exc}") from exc
+        # The agent's measure of the turn is sent as its answer starts; over the WebSocket the page
+        # plays that audio at once, so the message can come a moment after the sound: wait briefly.
+        with contextlib.suppress(PlaywrightTimeoutError):  # a call without it still has its own figures
+            await page.wait_for_function("window.callTimeline.agentTurns.length > 0", timeout=AGENT_TURN_WAIT_MS)
         timeline = await page.evaluate("window.callTimeline")
         probe = await page.evaluate("window.__probe")
         await page.get_by_role("button", name="Disconnect", exact=True).click()

@@ -317,7 +317,14 @@ function newWebRtcTransport() {
 
 async function connect() {
   const transportName = element("transport").value;
-  timeline = { click: performance.now(), transport: transportName, turns: [], callerStoppedAt: null, microphonePeak: 0 };
+  timeline = {
+    click: performance.now(),
+    transport: transportName,
+    turns: [],
+    agentTurns: [], // the agent's own measure of each turn, as it arrived ({at, data})
+    callerStoppedAt: null,
+    microphonePeak: 0,
+  };
   window.callTimeline = timeline;
   resetSteps();
   showError("");
@@ -352,6 +359,7 @@ async function connect() {
       onServerMessage: (data) => {
         // The agent's own measure of each turn (Pipecat's latency observer): where its share went.
         if (data?.type !== "turn-metrics" || data.TurnLatencyMs === undefined) return;
+        timeline?.agentTurns.push({ at: performance.now(), data });
         const parts = Object.entries(data.breakdownMs ?? {}).map(([part, ms]) => `${part.replaceAll("_", " ")} ${Math.round(ms)}`);
         element("turn-breakdown").textContent = `agent ${Math.round(data.TurnLatencyMs)} ms: ${parts.join(", ")}`;
       },
