@@ -31,7 +31,10 @@ Variable                            Meaning (default)
 ``AGENT_MAX_FRAME_BYTES``           Largest accepted ``/ws`` message (1049600: the 1 MiB the browser's
                                     WebSocket transport allows itself, plus protobuf's framing)
 ``AGENT_CONNECT_TIMEOUT_SECONDS``   A call whose peer never connects ends after this (60)
-``AGENT_CREDENTIAL_REFRESH_SECONDS`` Bridged AWS credentials are renewed this long before expiry (300)
+``AGENT_CREDENTIAL_REFRESH_SECONDS`` Bridged AWS credentials are renewed this long before expiry (600:
+                                    longer than a Nova Sonic session, which signs with one set)
+``AGENT_NOVA_SONIC_ROTATE_SECONDS``  Age at which Nova Sonic's session is rotated, at the next answer
+                                    (360; the service ends a session at 480)
 ``AGENT_LOG_LEVEL``                 ``INFO`` (Pipecat's own logs never go below INFO: they hold SDP)
 ``AGENT_METRICS``                   Where each turn's latency figures go besides the log: ``emf``
                                     (default: CloudWatch Embedded Metric Format lines on stdout, which
@@ -109,7 +112,10 @@ class AgentConfig:
         max_request_bytes: Largest invocation body accepted.
         max_frame_bytes: Largest ``/ws`` message accepted (larger ones end their call, close code 1009).
         connect_timeout_seconds: How long an answered call waits for its peer to connect.
-        credential_refresh_seconds: Bridged AWS credentials are renewed this long before they expire.
+        credential_refresh_seconds: Bridged AWS credentials are renewed this long before they expire;
+            more than a Nova Sonic session lasts, since a session's events all sign with one set.
+        nova_sonic_rotate_seconds: Age of a Nova Sonic session after which Pipecat opens the next one
+            (session continuation) when the assistant next speaks.
         log_level: Level of the agent's own logs.
         metrics: ``emf`` to print each turn's latency metrics on stdout as CloudWatch EMF as well as
             logging them, ``log`` to log them only.
@@ -132,7 +138,8 @@ class AgentConfig:
     max_request_bytes: int = 256 * 1024
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     connect_timeout_seconds: float = 60.0
-    credential_refresh_seconds: float = 300.0
+    credential_refresh_seconds: float = 600.0
+    nova_sonic_rotate_seconds: float = 360.0
     log_level: str = "INFO"
     metrics: MetricsOutput = "emf"
 
@@ -182,6 +189,7 @@ class AgentConfig:
         for name, value in (
             ("AGENT_CONNECT_TIMEOUT_SECONDS", self.connect_timeout_seconds),
             ("AGENT_CREDENTIAL_REFRESH_SECONDS", self.credential_refresh_seconds),
+            ("AGENT_NOVA_SONIC_ROTATE_SECONDS", self.nova_sonic_rotate_seconds),
         ):
             if not (math.isfinite(value) and value > 0):
                 raise ConfigurationError(f"{name} must be a number > 0, got {value}")
@@ -242,6 +250,7 @@ class AgentConfig:
             max_frame_bytes=integer("AGENT_MAX_FRAME_BYTES", defaults.max_frame_bytes),
             connect_timeout_seconds=number("AGENT_CONNECT_TIMEOUT_SECONDS", defaults.connect_timeout_seconds),
             credential_refresh_seconds=number("AGENT_CREDENTIAL_REFRESH_SECONDS", defaults.credential_refresh_seconds),
+            nova_sonic_rotate_seconds=number("AGENT_NOVA_SONIC_ROTATE_SECONDS", defaults.nova_sonic_rotate_seconds),
             log_level=text("AGENT_LOG_LEVEL", defaults.log_level).upper(),
             metrics=cast(MetricsOutput, text("AGENT_METRICS", defaults.metrics).lower()),
         )

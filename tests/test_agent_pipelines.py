@@ -92,6 +92,9 @@ def test_nova_sonic_signs_each_new_session_with_renewed_credentials() -> None:
 
     first = asyncio.run(identity())
     assert (first.access_key_id, first.session_token) == ("ASIAFAKE0001", "token-1")
+    session = llm.create_client()._config.aws_credentials_identity_resolver
+    assert session is not None
+    before = asyncio.run(session.get_identity(properties={}))
     clock.now += 3000  # 10 minutes left: still outside the 5 minute margin
     assert asyncio.run(identity()).access_key_id == "ASIAFAKE0001"
     clock.now += 301  # inside the margin: a new session must not start with these
@@ -105,6 +108,8 @@ def test_nova_sonic_signs_each_new_session_with_renewed_credentials() -> None:
     assert renewed.expiration.timestamp() == pytest.approx(clock.now + 3600)
     assert source.reads == 2
     assert bridge.refreshes == 1
+    # A session's events chain to its request's signature: its client keeps the set it started with.
+    assert asyncio.run(session.get_identity(properties={})).access_key_id == before.access_key_id == "ASIAFAKE0001"
 
 
 def test_the_bridge_renews_before_expiry_across_an_eight_hour_call() -> None:

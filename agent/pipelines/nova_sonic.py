@@ -4,6 +4,11 @@ Pipecat's Nova Sonic service signs with explicit credentials, and opens a new mo
 few minutes (session continuation) for the whole call. :class:`BridgedNovaSonicLLMService` gives each
 new session's client a credential resolver backed by a :class:`~agent.credentials.CredentialBridge`,
 so a call of up to 8 hours keeps signing with the runtime role's current temporary credentials.
+
+A session's events are signed one by one, each chained to the request's signature with the request's
+signing key: credentials must not change within a session. Each client (one per session) therefore
+keeps the first set it resolves, and the bridge renews sets while they still have longer to live than
+a session lasts (``AGENT_CREDENTIAL_REFRESH_SECONDS``, 600 s, against Nova Sonic's 480 s).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ try:
     from aws_sdk_bedrock_runtime.client import BedrockRuntimeClient
     from aws_sdk_bedrock_runtime.config import Config
     from pipecat.services.aws.nova_sonic.llm import AWSNovaSonicLLMService
+    from pipecat.services.aws.nova_sonic.session_continuation import SessionContinuationParams
     from smithy_aws_core.auth.sigv4 import SigV4AuthScheme
     from smithy_aws_core.identity.components import AWSCredentialsIdentity, AWSIdentityProperties
     from smithy_core.aio.interfaces.identity import IdentityResolver
@@ -51,23 +57,36 @@ sessions instead of AWS.
 
 
 class BridgedCredentialsResolver(IdentityResolver[AWSCredentialsIdentity, AWSIdentityProperties]):
-    """A smithy identity resolver that asks a :class:`CredentialBridge` on every signing."""
+    """A smithy identity resolver for one model session: the bridge's credentials, read once.
+
+    The request and every event of the session sign with the same set, as the event signature chain
+    requires; the next session's client reads the bridge again.
+    """
 
     def __init__(self, bridge: CredentialBridge) -> None:
         self._bridge = bridge
+        self._identity: AWSCredentialsIdentity | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> BridgedCredentialsResolver:
+        # The client deep-copies its config for every operation; the bridge (and its lock) is shared
+        # state, never copied: without this the first model session fails with "cannot pickle
+        # '_thread.lock' object".
+        return self
 
     async def get_identity(self, *, properties: AWSIdentityProperties) -> AWSCredentialsIdentity:
-        """Return the bridge's current credentials (renewed first when close to expiry)."""
-        credentials = await asyncio.to_thread(self._bridge.current)
-        expiration = (
-            datetime.fromtimestamp(credentials.expires_at, tz=UTC) if credentials.expires_at is not None else None
-        )
-        return AWSCredentialsIdentity(
-            access_key_id=credentials.access_key_id,
-            secret_access_key=credentials.secret_access_key,
-            session_token=credentials.session_token,
-            expiration=expiration,
-        )
+        """Return this session's credentials: the bridge's current ones, the first time."""
+        if self._identity is None:
+            credentials = await asyncio.to_thread(self._bridge.current)
+            expiration = (
+                datetime.fromtimestamp(credentials.expires_at, tz=UTC) if credentials.expires_at is not None else None
+            )
+            self._identity = AWSCredentialsIdentity(
+                access_key_id=credentials.access_key_id,
+                secret_access_key=credentials.secret_access_key,
+                session_token=credentials.session_token,
+                expiration=expiration,
+            )
+        return self._identity
 
 
 class BridgedNovaSonicLLMService(AWSNovaSonicLLMService):
@@ -96,7 +115,7 @@ class BridgedNovaSonicLLMService(AWSNovaSonicLLMService):
         self._endpoint_uri = endpoint_uri or f"https://bedrock-runtime.{region}.amazonaws.com"
 
     def create_client(self) -> BedrockRuntimeClient:
-        """Create a Bedrock runtime client that resolves credentials through the bridge."""
+        """Create the Bedrock runtime client of one model session, signing with the bridge's current credentials."""
         config = Config(
             endpoint_uri=self._endpoint_uri,
             region=self._bedrock_region,
@@ -136,6 +155,7 @@ def build_nova_sonic(config: AgentConfig, *, bridge: CredentialBridge | None = N
             voice=config.effective_voice,
             system_instruction=config.system_prompt,
         ),
+        session_continuation=SessionContinuationParams(transition_threshold_seconds=config.nova_sonic_rotate_seconds),
     )
     messages: list[Any] = []
     if config.greeting:
