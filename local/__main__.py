@@ -1,9 +1,10 @@
 """Run the whole system on 127.0.0.1 with no AWS account (``make local``).
 
-    python -m local [--port 7860] [--kvs-port 4567] [--turn-port 3478] [--agent-port 8081] ...
+    python -m local [--pipeline local|nova-sonic] [--port 7860] [--kvs-port 4567] [--turn-port 3478] ...
 
-Starts the KVS emulator, coturn, the agent (offline ``local`` pipeline) and the broker API serving the
-Pipecat prebuilt UI; waits until each is healthy; prints the URL; Ctrl-C stops everything.
+Starts the KVS emulator, coturn, the agent (offline ``local`` pipeline, or ``nova-sonic`` against the
+Nova Sonic stand-in) and the broker API serving the Pipecat prebuilt UI; waits until each is healthy;
+prints the URL; Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from types import FrameType
 
 from local.coturn import CoturnConfig
 from local.exceptions import LocalStackError
+from local.nova_sonic.config import NovaSonicConfig, NovaSonicConfigError
 from local.stack import LocalStack, StackConfig
 
 
@@ -52,6 +54,26 @@ def _parser() -> argparse.ArgumentParser:
         "--agentcore-port", type=_port, default=defaults.agentcore_port,
         help="the AgentCore data-plane stand-in: invocations and the agent's WebSocket (%(default)s)",
     )  # fmt: skip
+    parser.add_argument(
+        "--pipeline",
+        choices=("local", "nova-sonic"),
+        default=defaults.pipeline,
+        help="the agent's pipeline: local (offline Pipecat services) or nova-sonic (the production default, "
+        "Pipecat's Nova Sonic service against a local stand-in of Bedrock's bidirectional stream) (%(default)s)",
+    )
+    parser.add_argument(
+        "--nova-sonic-port",
+        type=_port,
+        default=defaults.nova_sonic.port,
+        help="the Nova Sonic stand-in, HTTPS/2 (%(default)s; with --pipeline nova-sonic)",
+    )
+    parser.add_argument(
+        "--nova-sonic-session-seconds",
+        type=float,
+        metavar="SECONDS",
+        default=defaults.nova_sonic.session_limit_seconds,
+        help="the stand-in ends a model session this old, as Nova Sonic does at 8 minutes (%(default)g)",
+    )
     parser.add_argument("--channels", type=int, default=defaults.channels, help="channels in the pool (%(default)s)")
     parser.add_argument(
         "--ttl", type=int, default=defaults.ttl_seconds, help="TURN credential TTL in seconds, 30-86400 (%(default)s)"
@@ -93,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         handlers=[logging.FileHandler(args.log_dir / "local.log")],
     )
+    try:
+        nova_sonic = NovaSonicConfig(port=args.nova_sonic_port, session_limit_seconds=args.nova_sonic_session_seconds)
+    except NovaSonicConfigError as exc:
+        parser.exit(2, f"error: {exc}\n")
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -110,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ttl_seconds=args.ttl,
         relay_only=not args.any_candidates,
         log_dir=args.log_dir,
+        pipeline=args.pipeline,
+        nova_sonic=nova_sonic,
         coturn=CoturnConfig(
             max_allocate_lifetime=args.turn_max_allocate_lifetime,
             permission_lifetime=args.turn_permission_lifetime,
@@ -126,11 +154,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"\nlocal system ready: open {stack.url} and click Connect\n"
             f"  no internet?  {stack.url}/offline/ (the prebuilt UI loads a script from Daily's CDN)\n"
             f"  broker API    {stack.url}/start (the Pipecat client contract)\n"
-            f"  agent         http://127.0.0.1:{config.agent_port} (local pipeline, "
+            f"  agent         http://127.0.0.1:{config.agent_port} ({config.pipeline} pipeline, "
             f"{'relay candidates only' if config.relay_only else 'all candidates'})\n"
             f"  AgentCore     http://127.0.0.1:{config.agentcore_port} (InvokeAgentRuntime and the WebSocket, "
             f"SigV4 checked)\n"
-            f"  coturn        turn:127.0.0.1:{config.turn_port} (UDP and TCP)\n"
+            + (
+                f"  Nova Sonic    {stack.nova_sonic.url} (stand-in: SigV4 and events checked, answers offline)\n"
+                if stack.nova_sonic is not None
+                else ""
+            )
+            + f"  coturn        turn:127.0.0.1:{config.turn_port} (UDP and TCP)\n"
             f"  KVS emulator  http://127.0.0.1:{config.kvs_port} (stats: /_emulator/stats)\n"
             f"  logs          {args.log_dir.resolve()}\n"
             f"\nA call from the terminal: .venv/bin/python -m local.call_client --url {stack.url} "

@@ -161,12 +161,13 @@ class Heard:
         """What the agent said, sentence by sentence (RTVI ``bot-tts-text``)."""
         return [str(m["data"]["text"]) for m in self.messages if m.get("type") == "bot-tts-text"]
 
-    def transcript(self) -> str | None:
-        """The final user transcription the agent sent (RTVI), if any."""
-        for message in self.messages:
-            if message.get("type") == "user-transcription" and message.get("data", {}).get("final"):
-                return str(message["data"]["text"])
-        return None
+    def transcripts(self) -> list[str]:
+        """The final user transcriptions the agent sent (RTVI), in order: one per turn."""
+        return [
+            str(message["data"]["text"])
+            for message in self.messages
+            if message.get("type") == "user-transcription" and message.get("data", {}).get("final")
+        ]
 
 
 @dataclass
@@ -207,12 +208,13 @@ async def converse(heard: Heard, microphone: Microphone, text: str, *, timeout: 
     await asyncio.sleep(0.5)
     await heard.wait_for(lambda: not heard.bot_speaking(), timeout, "the agent to finish speaking")
     replies_before = len(heard.bot_replies())
+    transcripts_before = len(heard.transcripts())
     spoke_at = time.monotonic()
     microphone.play(espeak_pcm(text, microphone.rate))
     await heard.wait_for(lambda: microphone.speech_ended_at is not None, timeout, "the utterance to be sent")
     spoken_until = microphone.speech_ended_at or spoke_at
     waits: list[tuple[Callable[[], bool], str]] = [
-        (lambda: heard.transcript() is not None, "the agent's transcript"),
+        (lambda: len(heard.transcripts()) > transcripts_before, "the agent's transcript"),
         # The reply's text comes when its audio has been spoken.
         (lambda: len(heard.bot_replies()) > replies_before, "the agent's reply"),
         (lambda: heard.first_speech_after(spoken_until) is not None, "the spoken reply"),
@@ -221,7 +223,7 @@ async def converse(heard: Heard, microphone: Microphone, text: str, *, timeout: 
     for condition, what in waits:
         await heard.wait_for(condition, timeout, what)
     return Exchange(
-        heard=heard.transcript(),
+        heard=" ".join(heard.transcripts()[transcripts_before:]),
         reply=" ".join(heard.bot_replies()[replies_before:]),
         reply_rms=rms(heard.audio_since(spoken_until)),
         reply_seconds=time.monotonic() - spoke_at,

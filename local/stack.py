@@ -7,6 +7,10 @@ from the emulator (for the browser at ``/start``, for the agent with each offer)
 As in AWS, only the broker calls KVS, and the broker reaches the agent through AgentCore's API
 (``InvokeAgentRuntime``, SigV4-signed, through :mod:`local.agentcore`), with the same invoker the
 Lambda uses; the WebSocket URLs it presigns are checked there too.
+
+With ``pipeline="nova-sonic"`` the agent runs the production default pipeline, Pipecat's Nova Sonic
+service unmodified, against :mod:`local.nova_sonic` (Bedrock's bidirectional stream on loopback, over
+TLS with a CA made for the run) instead of the offline ``local`` pipeline.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Final, Self
+from typing import IO, Final, Literal, Self
 
 import botocore.session
 
@@ -38,6 +42,9 @@ from local.broker_api import HEALTH_PATH, LocalAuth, LocalBrokerApi
 from local.coturn import Coturn, CoturnConfig, ensure_port_free
 from local.exceptions import LocalStackError
 from local.kvs_emulator import EmulatorConfig, KvsEmulator
+from local.nova_sonic.config import NovaSonicConfig
+from local.nova_sonic.credentials import ContainerCredentials
+from local.nova_sonic.server import NovaSonicStandIn
 from local.prebuilt import OFFLINE_BUILD, OFFLINE_PREFIX, prebuilt_dist, static_files
 from local.process import die_with_parent
 
@@ -68,6 +75,12 @@ class StackConfig:
         log_dir: Where every part's log goes.
         coturn: Extra coturn settings (lifetimes) for tests that compress time.
         agent_env: Extra environment for the agent.
+        pipeline: The agent's pipeline: ``local`` (offline Pipecat services) or ``nova-sonic`` (the
+            production default, against the Nova Sonic stand-in).
+        nova_sonic: The Nova Sonic stand-in's settings (port, session limit) for ``nova-sonic``.
+        role_credentials_seconds: For ``nova-sonic``: give the agent temporary credentials living this
+            long, from a container credentials endpoint as AgentCore gives the runtime role's (botocore
+            renews them), instead of local mode's static keys. None: static keys.
     """
 
     port: int = 7860
@@ -82,6 +95,9 @@ class StackConfig:
     log_dir: Path = Path(".local/logs")
     coturn: CoturnConfig | None = None
     agent_env: tuple[tuple[str, str], ...] = ()
+    pipeline: Literal["local", "nova-sonic"] = "local"
+    nova_sonic: NovaSonicConfig = field(default_factory=lambda: NovaSonicConfig(port=8083))
+    role_credentials_seconds: float | None = None
 
 
 def check_system_packages() -> None:
@@ -112,8 +128,8 @@ def _wait_http(url: str, timeout: float, what: str, process: subprocess.Popen[by
             time.sleep(0.2)
 
 
-AGENT_READY: Final = "the first call's local pipeline is ready"
-"""The agent's log line (``agent.server.PIPELINE_READY`` for the ``local`` pipeline) once it has built
+AGENT_READY: Final = "the first call's {pipeline} pipeline is ready"
+"""The agent's log line (``agent.server.PIPELINE_READY``, with the pipeline's name) once it has built
 its first call's pipeline and loaded its recognizers. ``/ping`` answers before that (AgentCore wants it
 at once), but the decoders' loading holds the GIL: a call placed in the meantime loses seconds of media."""
 
@@ -151,6 +167,8 @@ class LocalStack:
         )
         self.emulator: KvsEmulator | None = None
         self.agentcore: AgentCoreStandIn | None = None
+        self.nova_sonic: NovaSonicStandIn | None = None
+        self.role_credentials: ContainerCredentials | None = None
         self.agent: subprocess.Popen[bytes] | None = None
         self._agent_log: IO[bytes] | None = None
         self._agent_log_offset = 0
@@ -196,6 +214,7 @@ class LocalStack:
             (config.turn_port, "coturn"),
             (config.agent_port, "the agent"),
             (config.agentcore_port, "the AgentCore stand-in"),
+            *([(config.nova_sonic.port, "the Nova Sonic stand-in")] if config.pipeline == "nova-sonic" else []),
         ):
             ensure_port_free("127.0.0.1", port, what)
         config.log_dir.mkdir(parents=True, exist_ok=True)
@@ -211,6 +230,12 @@ class LocalStack:
                 )
             ).start()
             self.env = self.broker_env(self.emulator.create_channels(config.channels))
+            if config.pipeline == "nova-sonic":
+                self.nova_sonic = NovaSonicStandIn(config.nova_sonic).start()
+                if config.role_credentials_seconds is not None:
+                    self.role_credentials = ContainerCredentials(
+                        self.nova_sonic.issuer, lifetime_seconds=config.role_credentials_seconds
+                    ).start()
             self._start_agent()
             self.agentcore = AgentCoreStandIn(
                 AgentCoreConfig(
@@ -233,7 +258,8 @@ class LocalStack:
             )
             _wait_http(f"http://127.0.0.1:{config.agent_port}/ping", 180, "the agent", self.agent)
             assert self.agent is not None  # noqa: S101 (started above)
-            _wait_log(config.log_dir / "agent.log", AGENT_READY, offset=self._agent_log_offset, timeout=180,
+            _wait_log(config.log_dir / "agent.log", AGENT_READY.format(pipeline=config.pipeline),
+                      offset=self._agent_log_offset, timeout=180,
                       what="the agent", process=self.agent)  # fmt: skip
             self.api = LocalBrokerApi(service, port=config.port, auth=config.auth, static=static_files(pages)).start()
             _wait_http(self.url + HEALTH_PATH, 10, "the broker API")
@@ -267,7 +293,7 @@ class LocalStack:
         # and sends them with each offer, so the agent never calls KVS (or the emulator) itself.
         env = {
             **os.environ,
-            "AGENT_PIPELINE": "local",
+            **self._pipeline_env(),
             "AGENT_HOST": "127.0.0.1",
             "AGENT_PORT": str(config.agent_port),
             "AGENT_ICE_SERVERS": "none",
@@ -276,6 +302,9 @@ class LocalStack:
             "AGENT_METRICS": "log",  # each turn's latency as a log line in agent.log; no CloudWatch here
             **dict(config.agent_env),
         }
+        if self.role_credentials is not None:
+            for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+                env.pop(name, None)
         self._agent_log = (config.log_dir / "agent.log").open("ab")
         self._agent_log_offset = self._agent_log.tell()  # the log is appended to: only this run's lines count
         self.agent = subprocess.Popen(
@@ -285,6 +314,24 @@ class LocalStack:
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent(),  # noqa: PLW1509 (a killed stack must not leave the agent behind)
         )
+
+    def _pipeline_env(self) -> dict[str, str]:
+        """The agent's pipeline, and for Nova Sonic where Bedrock is and which CA vouches for it."""
+        if self.nova_sonic is None:
+            return {"AGENT_PIPELINE": "local"}
+        credentials = dict(OFFLINE_AWS_ENV)
+        if self.role_credentials is not None:  # the agent's botocore reads (and renews) the role's
+            credentials.pop("AWS_ACCESS_KEY_ID")
+            credentials.pop("AWS_SECRET_ACCESS_KEY")
+            credentials.update(self.role_credentials.env)
+        return {
+            **credentials,
+            "AGENT_PIPELINE": "nova-sonic",
+            "AWS_REGION": self.nova_sonic.server.config.region,
+            "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": self.nova_sonic.url,
+            # The CRT HTTP client under Nova Sonic reads its trust store from here.
+            "SSL_CERT_FILE": str(self.nova_sonic.ca_file),
+        }
 
     def stop(self) -> None:
         """Stop every part this stack started (by its own handles and pids)."""
@@ -306,6 +353,12 @@ class LocalStack:
         if self._agent_log is not None:
             self._agent_log.close()
             self._agent_log = None
+        if self.role_credentials is not None:
+            self.role_credentials.stop()
+            self.role_credentials = None
+        if self.nova_sonic is not None:
+            self.nova_sonic.stop()
+            self.nova_sonic = None
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None

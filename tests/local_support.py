@@ -43,11 +43,12 @@ class RunningStack:
 @contextmanager
 def running_stack(log_dir: Path, *extra: str, timeout: float = 180) -> Iterator[RunningStack]:
     """Start ``python -m local`` with free ports; stop it with SIGINT (Ctrl-C) afterwards."""
-    ports = {name: free_port() for name in ("port", "kvs", "turn", "agent", "agentcore")}
+    ports = {name: free_port() for name in ("port", "kvs", "turn", "agent", "agentcore", "nova_sonic")}
     command = [
         sys.executable, "-m", "local",
         f"--port={ports['port']}", f"--kvs-port={ports['kvs']}", f"--turn-port={ports['turn']}",
-        f"--agent-port={ports['agent']}", f"--agentcore-port={ports['agentcore']}", f"--log-dir={log_dir}", *extra,
+        f"--agent-port={ports['agent']}", f"--agentcore-port={ports['agentcore']}",
+        f"--nova-sonic-port={ports['nova_sonic']}", f"--log-dir={log_dir}", *extra,
     ]  # fmt: skip
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     output: list[str] = []

@@ -105,6 +105,7 @@ class StandInStats:
         ended: Streams ended by the stand-in, by reason (``validationException``, ``modelTimeoutException``,
             ``InvalidSignatureException``, ...).
         events_in: Input events accepted.
+        keys: Streams accepted, by the access key they were signed with.
     """
 
     streams: int = 0
@@ -113,6 +114,7 @@ class StandInStats:
     def __post_init__(self) -> None:
         self.refused: dict[str, int] = {}
         self.ended: dict[str, int] = {}
+        self.keys: dict[str, int] = {}
 
 
 def _count(table: dict[str, int], key: str) -> None:
@@ -293,6 +295,7 @@ class _Connection:
         stream = _Stream(self, stream_id, chain, info)
         self._streams[stream_id] = stream
         self._server.stats.streams += 1
+        _count(self._server.stats.keys, info.access_key_id)
         session = self._server.session_factory(info, stream.emit)
         task = asyncio.create_task(
             stream.run(session, self._server.config.session_limit_seconds, self._server.issuer, self._server.stats)

@@ -144,13 +144,14 @@ def chunk_bytes(inner: bytes) -> bytes:
         raise WireError(f"the input event does not deserialize: {exc}") from None
     if not isinstance(value, InvokeModelWithBidirectionalStreamInputChunk):
         raise WireError(f"unknown input event type {event.message.headers.get(':event-type')!r}; only chunk exists")
-    if not value.value.bytes_:
+    payload = value.value.bytes_
+    if not isinstance(payload, bytes) or not payload:
         raise WireError("a chunk must carry bytes")
-    return value.value.bytes_
+    return payload
 
 
 def _encode(shape: object) -> bytes:
-    serializer = EventSerializer(payload_codec=_CODEC, is_client_mode=False)
+    serializer = EventSerializer(payload_codec=_CODEC, is_client_mode=False)  # type: ignore[abstract]
     shape.serialize(serializer)  # type: ignore[attr-defined]
     message = serializer.get_result()
     if not isinstance(message, EventMessage):
