@@ -95,8 +95,8 @@ $(WEB_BUILD)/app.js: local/web/app.js local/web/index.html local/web/level-meter
 web: $(WEB_BUILD)/app.js ## Bundle the offline call page (Pipecat JS client) into .make/web
 
 .PHONY: local
-local: $(STAMPS)/venv system-deps web ## Run the whole system on 127.0.0.1, no AWS account (PORT=7860 by default)
-	$(PY) -m local $(if $(PORT),--port $(PORT))
+local: $(STAMPS)/venv system-deps web ## Run the whole system on 127.0.0.1, no AWS account (PORT=7860; PIPELINE=nova-sonic for the default production pipeline)
+	$(PY) -m local $(if $(PORT),--port $(PORT)) $(if $(PIPELINE),--pipeline $(PIPELINE))
 
 .PHONY: bench
 bench: $(STAMPS)/venv ## Run the benchmarks (JSON on stdout)

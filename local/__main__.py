@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         nova_sonic = NovaSonicConfig(port=args.nova_sonic_port, session_limit_seconds=args.nova_sonic_session_seconds)
     except NovaSonicConfigError as exc:
-        parser.exit(2, f"error: {exc}\n")
+        parser.exit(2, f"error: --nova-sonic-port / --nova-sonic-session-seconds: {exc}\n")
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
