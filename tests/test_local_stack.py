@@ -150,7 +150,17 @@ def test_a_missing_system_package_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in run.stderr
 
 
-@pytest.mark.parametrize("argv", [["--channels=0"], ["--ttl=5"], ["--port=99999"], ["--port=abc"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--channels=0"],
+        ["--ttl=5"],
+        ["--port=99999"],
+        ["--port=abc"],
+        ["--pipeline=gpt"],
+        ["--nova-sonic-session-seconds=0"],
+    ],
+)
 def test_bad_options_exit_2(argv: list[str]) -> None:
     run = subprocess.run([sys.executable, "-m", "local", *argv], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert run.returncode == 2 and "error:" in run.stderr and "Traceback" not in run.stderr
@@ -160,4 +170,5 @@ def test_local_mode_waits_for_the_line_the_agent_logs_when_its_pipeline_is_ready
     from agent.server import PIPELINE_READY  # noqa: PLC0415
     from local.stack import AGENT_READY  # noqa: PLC0415
 
-    assert PIPELINE_READY % "local" == AGENT_READY
+    for pipeline in ("local", "nova-sonic"):
+        assert PIPELINE_READY % pipeline == AGENT_READY.format(pipeline=pipeline)
