@@ -319,6 +319,10 @@ class _Connection:
             self._flush()
         await self._writer.drain()
 
+    def abort(self) -> None:
+        """Cut the connection at once."""
+        self._writer.transport.abort()
+
     def end_stream(self, stream_id: int) -> None:
         """Close our side of a stream (the answer is complete)."""
         if self._streams.pop(stream_id, None) is None:
@@ -351,6 +355,7 @@ class NovaSonicServer:
         self.issuer = issuer or CredentialIssuer(clock=clock)
         self.clock = clock
         self.stats = StandInStats()
+        self.connections: set[_Connection] = set()
         self._verifier = SigV4Verifier(
             access_key_id=config.access_key_id,
             secret_access_key=config.secret_access_key,
@@ -391,7 +396,17 @@ class NovaSonicServer:
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one connection until it closes."""
         writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await _Connection(self, reader, writer).serve()
+        connection = _Connection(self, reader, writer)
+        self.connections.add(connection)
+        try:
+            await connection.serve()
+        finally:
+            self.connections.discard(connection)
+
+    def drop_connections(self) -> None:
+        """Cut every open connection (their streams end as a network failure would end them)."""
+        for connection in list(self.connections):
+            connection.abort()
 
 
 def server_tls_context(files: TlsFiles) -> ssl.SSLContext:
@@ -474,11 +489,13 @@ class NovaSonicStandIn:
         self._stopped = asyncio.Event()
         server = await asyncio.start_server(self.server.handle, sock=self._socket, ssl=server_tls_context(self._tls))
         ready.set()
-        async with server:
-            await self._stopped.wait()
-            server.close()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), 2)
+        await self._stopped.wait()
+        server.close()
+        # wait_closed() waits for every client connection (Python 3.12): the SDK's CRT client keeps its
+        # HTTP/2 connection open, so stopping cuts them rather than wait for ever.
+        self.server.drop_connections()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), 2)
 
     def stop(self) -> None:
         """Stop serving, drop open streams and delete the CA; safe to call twice."""
