@@ -44,7 +44,7 @@ from local.exceptions import LocalStackError
 from local.kvs_emulator import EmulatorConfig, KvsEmulator
 from local.nova_sonic.config import NovaSonicConfig
 from local.nova_sonic.credentials import ContainerCredentials
-from local.nova_sonic.server import NovaSonicStandIn
+from local.nova_sonic.standin import NovaSonicStandIn
 from local.prebuilt import OFFLINE_BUILD, OFFLINE_PREFIX, prebuilt_dist, static_files
 from local.process import die_with_parent
 

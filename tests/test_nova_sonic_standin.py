@@ -45,7 +45,8 @@ from local.call_common import SPEECH_RMS, rms
 from local.nova_sonic.config import NovaSonicConfig, NovaSonicConfigError
 from local.nova_sonic.credentials import IssuedCredentials
 from local.nova_sonic.model import synthesize
-from local.nova_sonic.server import Emit, NovaSonicStandIn, StreamInfo
+from local.nova_sonic.server import Emit, StreamInfo
+from local.nova_sonic.standin import NovaSonicStandIn
 from local.nova_sonic.wire import MessageReader, WireError, output_chunk, validation_exception
 from tests.nova_sonic_support import MODEL_ID, Session, event, open_session, trusting
 

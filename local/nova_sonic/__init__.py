@@ -7,4 +7,8 @@ documented input events checked (:mod:`local.nova_sonic.events`). It answers off
 hears the caller, the local responder's words are spoken by espeak-ng at 24 kHz, barge-in interrupts
 an answer, tool phrases raise ``toolUse`` events, and a session ends at its time limit as Nova
 Sonic's does (:mod:`local.nova_sonic.model`).
+
+Modules: ``standin`` (start, stop, the CA), ``server`` (HTTP/2 and the checks), ``wire`` (the SDK's
+event-stream codec), ``events`` (the documented events), ``model`` (the offline answers),
+``credentials`` (temporary credentials and the role's endpoint), ``tls``, ``config``.
 """
