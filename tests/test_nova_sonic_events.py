@@ -25,11 +25,15 @@ from pipecat.services.aws.nova_sonic.llm import AWSNovaSonicLLMService, ContentT
 
 from local.nova_sonic.events import (
     INPUT_EVENT_NAMES,
-    INTERRUPTED_TEXT,
     Completed,
     Conversation,
     InputEvent,
     InvalidEvent,
+    decode_audio,
+    parse_input_event,
+)
+from local.nova_sonic.outputs import (
+    INTERRUPTED_TEXT,
     ResponseIds,
     TokenCounts,
     audio_output,
@@ -37,8 +41,6 @@ from local.nova_sonic.events import (
     completion_start,
     content_end,
     content_start,
-    decode_audio,
-    parse_input_event,
     text_output,
     tool_use,
     usage_event,

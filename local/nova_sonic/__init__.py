@@ -9,6 +9,7 @@ an answer, tool phrases raise ``toolUse`` events, and a session ends at its time
 Sonic's does (:mod:`local.nova_sonic.model`).
 
 Modules: ``standin`` (start, stop, the CA), ``server`` (HTTP/2 and the checks), ``wire`` (the SDK's
-event-stream codec), ``events`` (the documented events), ``model`` (the offline answers),
-``credentials`` (temporary credentials and the role's endpoint), ``tls``, ``config``.
+event-stream codec), ``events`` (the documented input events), ``outputs`` (the output events),
+``model`` (the offline answers), ``credentials`` (temporary credentials and the role's endpoint),
+``tls``, ``config``.
 """

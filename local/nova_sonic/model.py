@@ -43,9 +43,10 @@ from pipecat.audio.vad.vad_analyzer import VADState
 from agent.local_speech import DECODER_SAMPLE_RATE, DecoderPool, espeak_binary, reply_to
 from agent.pipelines.common import silero_vad
 
-from . import events
+from . import events, outputs
 from .config import NovaSonicConfig
-from .events import Completed, Conversation, InputEvent, InvalidEvent, OutputRole, ResponseIds, StopReason, TokenCounts
+from .events import Completed, Conversation, InputEvent, InvalidEvent
+from .outputs import OutputRole, ResponseIds, StopReason, TokenCounts
 from .server import Emit, EventRefused, SessionFactory, StreamInfo
 
 logger = logging.getLogger(__name__)
@@ -289,7 +290,7 @@ class OfflineNovaSonic:
         if prompt is None or self._closed:
             return
         turn = _Turn(self._info, prompt)
-        await self._emit(events.completion_start(**turn.ids))
+        await self._emit(outputs.completion_start(**turn.ids))
         if transcript is not None:
             await self._text(turn, "USER", "FINAL", transcript or "", "END_TURN")
         if tool is not None:
@@ -300,9 +301,9 @@ class OfflineNovaSonic:
         self, turn: _Turn, role: OutputRole, stage: Literal["SPECULATIVE", "FINAL"], text: str, stop: StopReason
     ) -> None:
         ids = turn.content()
-        await self._emit(events.content_start(**ids, type="TEXT", role=role, generation_stage=stage))
-        await self._emit(events.text_output(**ids, role=role, content=text))
-        await self._emit(events.content_end(**ids, type="TEXT", role=role, stop_reason=stop))
+        await self._emit(outputs.content_start(**ids, type="TEXT", role=role, generation_stage=stage))
+        await self._emit(outputs.text_output(**ids, role=role, content=text))
+        await self._emit(outputs.content_end(**ids, type="TEXT", role=role, stop_reason=stop))
 
     async def _call_tool(self, turn: _Turn, name: str, arguments: dict[str, Any]) -> str:
         tool_use_id = str(uuid.uuid4())
@@ -310,9 +311,10 @@ class OfflineNovaSonic:
         waiting: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._tool_results[tool_use_id] = waiting
         ids = turn.content()
-        await self._emit(events.content_start(**ids, type="TOOL", role="TOOL"))
-        await self._emit(events.tool_use(**ids, tool_use_id=tool_use_id, tool_name=name, content=json.dumps(arguments)))
-        await self._emit(events.content_end(**ids, type="TOOL", role="TOOL", stop_reason="TOOL_USE"))
+        await self._emit(outputs.content_start(**ids, type="TOOL", role="TOOL"))
+        arguments_json = json.dumps(arguments)
+        await self._emit(outputs.tool_use(**ids, tool_use_id=tool_use_id, tool_name=name, content=arguments_json))
+        await self._emit(outputs.content_end(**ids, type="TOOL", role="TOOL", stop_reason="TOOL_USE"))
         try:
             result = await waiting
         finally:
@@ -331,16 +333,16 @@ class OfflineNovaSonic:
         try:
             pcm = await synthesize(reply, sample_rate=rate, words_per_minute=self._config.words_per_minute)
             audio = turn.content()
-            await self._emit(events.content_start(**audio, type="AUDIO", role="ASSISTANT", audio=output))
+            await self._emit(outputs.content_start(**audio, type="AUDIO", role="ASSISTANT", audio=output))
             await self._stream_audio(audio, pcm, rate)
         except asyncio.CancelledError:
             # Barge-in: the audio ends where it is, and the final text says the answer was interrupted.
             if audio is not None:
-                await self._emit(events.content_end(**audio, type="AUDIO", role="ASSISTANT", stop_reason="END_TURN"))
-            await self._text(turn, "ASSISTANT", "FINAL", events.INTERRUPTED_TEXT, "INTERRUPTED")
+                await self._emit(outputs.content_end(**audio, type="AUDIO", role="ASSISTANT", stop_reason="END_TURN"))
+            await self._text(turn, "ASSISTANT", "FINAL", outputs.INTERRUPTED_TEXT, "INTERRUPTED")
             await self._finish(turn, reply, rate, len(pcm), "INTERRUPTED")
             raise
-        await self._emit(events.content_end(**audio, type="AUDIO", role="ASSISTANT", stop_reason="END_TURN"))
+        await self._emit(outputs.content_end(**audio, type="AUDIO", role="ASSISTANT", stop_reason="END_TURN"))
         await self._text(turn, "ASSISTANT", "FINAL", reply, "END_TURN")
         self.answers.append(reply)
         await self._finish(turn, reply, rate, len(pcm), "END_TURN")
@@ -352,14 +354,14 @@ class OfflineNovaSonic:
             due = started + offset / (2 * rate) - AUDIO_LEAD_SECONDS
             if (wait := due - self._clock()) > 0:
                 await asyncio.sleep(wait)
-            await self._emit(events.audio_output(**ids, pcm=pcm[offset : offset + step]))
+            await self._emit(outputs.audio_output(**ids, pcm=pcm[offset : offset + step]))
 
     async def _finish(self, turn: _Turn, reply: str, rate: int, audio_bytes: int, stop: StopReason) -> None:
         # Rough token counts, for the usage metrics the client reports: the stand-in has no tokenizer.
         delta = TokenCounts(output_speech=round(audio_bytes / (2 * rate) * 10), output_text=max(1, len(reply) // 4))
         self._usage = self._usage + delta
         await self._emit(
-            events.usage_event(
+            outputs.usage_event(
                 **turn.ids,
                 input_speech=delta.input_speech,
                 input_text=delta.input_text,
@@ -368,7 +370,7 @@ class OfflineNovaSonic:
                 total=self._usage,
             )
         )
-        await self._emit(events.completion_end(**turn.ids, stop_reason=stop))
+        await self._emit(outputs.completion_end(**turn.ids, stop_reason=stop))
 
     async def close(self) -> None:
         """Stop listening and answering (the stream is over)."""
