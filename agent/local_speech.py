@@ -328,6 +328,31 @@ def espeak_binary() -> str:
     return path
 
 
+async def espeak_wav(text: str, *, voice: str = "en-us", words_per_minute: int = 160) -> bytes:
+    """espeak-ng saying ``text``: a 22.05 kHz mono WAV file's bytes.
+
+    Raises:
+        ConfigurationError: espeak-ng is not installed.
+        RuntimeError: espeak-ng failed.
+    """
+    process = await asyncio.create_subprocess_exec(
+        espeak_binary(),
+        "-v",
+        voice,
+        "-s",
+        str(words_per_minute),
+        "--stdout",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    # Text goes in on stdin, never as an argument, so it cannot be read as an option.
+    wav, errors = await process.communicate(text.encode())
+    if process.returncode != 0:
+        raise RuntimeError(f"espeak-ng exited {process.returncode}: {errors.decode(errors='replace')[:200]}")
+    return wav
+
+
 class EspeakTTSService(TTSService):
     """Offline speech synthesis with the espeak-ng command (22.05 kHz WAV, resampled to the output).
 
@@ -344,7 +369,7 @@ class EspeakTTSService(TTSService):
             settings=TTSSettings(model="espeak-ng", voice=voice, language=None),
             **kwargs,
         )
-        self._binary = espeak_binary()
+        espeak_binary()  # no espeak-ng: refuse to build the pipeline, rather than fail mid-call
         self._voice = voice
         self._words_per_minute = words_per_minute
 
@@ -353,22 +378,7 @@ class EspeakTTSService(TTSService):
         return True
 
     async def _synthesize(self, text: str) -> AsyncIterator[bytes]:
-        # Text goes in on stdin, never as an argument, so it cannot be read as an option.
-        process = await asyncio.create_subprocess_exec(
-            self._binary,
-            "-v",
-            self._voice,
-            "-s",
-            str(self._words_per_minute),
-            "--stdout",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        wav, errors = await process.communicate(text[:MAX_TTS_CHARS].encode())
-        if process.returncode != 0:
-            raise RuntimeError(f"espeak-ng exited {process.returncode}: {errors.decode(errors='replace')[:200]}")
-        yield wav
+        yield await espeak_wav(text[:MAX_TTS_CHARS], voice=self._voice, words_per_minute=self._words_per_minute)
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         """Synthesize ``text`` and yield it as audio frames at the output sample rate."""

@@ -40,7 +40,7 @@ import numpy as np
 import soxr
 from pipecat.audio.vad.vad_analyzer import VADState
 
-from agent.local_speech import DECODER_SAMPLE_RATE, DecoderPool, espeak_binary, reply_to
+from agent.local_speech import DECODER_SAMPLE_RATE, DecoderPool, espeak_wav, reply_to
 from agent.pipelines.common import silero_vad
 
 from . import events, outputs
@@ -111,21 +111,7 @@ async def synthesize(text: str, *, sample_rate: int, words_per_minute: int) -> b
     Raises:
         RuntimeError: espeak-ng failed.
     """
-    process = await asyncio.create_subprocess_exec(
-        espeak_binary(),
-        "-v",
-        "en-us",
-        "-s",
-        str(words_per_minute),
-        "--stdout",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    # The text goes in on stdin, never as an argument, so it cannot be read as an option.
-    wav, errors = await process.communicate(text[:MAX_SPOKEN_CHARS].encode())
-    if process.returncode != 0:
-        raise RuntimeError(f"espeak-ng exited {process.returncode}: {errors.decode(errors='replace')[:200]}")
+    wav = await espeak_wav(text[:MAX_SPOKEN_CHARS], words_per_minute=words_per_minute)
     with wave.open(io.BytesIO(wav)) as reader:
         samples = np.frombuffer(reader.readframes(reader.getnframes()), dtype=np.int16)
         rate = reader.getframerate()

@@ -21,8 +21,9 @@ import socket
 import ssl
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Protocol
 from urllib.parse import unquote
 
@@ -105,15 +106,9 @@ class StandInStats:
 
     streams: int = 0
     events_in: int = 0
-
-    def __post_init__(self) -> None:
-        self.refused: dict[str, int] = {}
-        self.ended: dict[str, int] = {}
-        self.keys: dict[str, int] = {}
-
-
-def _count(table: dict[str, int], key: str) -> None:
-    table[key] = table.get(key, 0) + 1
+    refused: Counter[str] = field(default_factory=Counter)
+    ended: Counter[str] = field(default_factory=Counter)
+    keys: Counter[str] = field(default_factory=Counter)
 
 
 class _Stream:
@@ -185,7 +180,7 @@ class _Stream:
         if self.ended:
             return
         logger.info("ending Nova Sonic stream %d: %s", self.stream_id, reason)
-        _count(stats.ended, reason)
+        stats.ended[reason] += 1
         with contextlib.suppress(ConnectionError, h2.exceptions.H2Error):
             await self._connection.send(self.stream_id, message)
         self.ended = True
@@ -262,7 +257,7 @@ class _Connection:
         try:
             verified, model_id = self._server.authorize(fields)
         except ApiError as error:
-            _count(self._server.stats.refused, error.code)
+            self._server.stats.refused[error.code] += 1
             logger.warning("refused a Nova Sonic stream: %s %s (%s)", error.status, error.code, error.message)
             body = json.dumps({"message": error.message}).encode()
             self._h2.send_headers(
@@ -290,7 +285,7 @@ class _Connection:
         stream = _Stream(self, stream_id, chain, info)
         self._streams[stream_id] = stream
         self._server.stats.streams += 1
-        _count(self._server.stats.keys, info.access_key_id)
+        self._server.stats.keys[info.access_key_id] += 1
         session = self._server.session_factory(info, stream.emit)
         task = asyncio.create_task(
             stream.run(session, self._server.config.session_limit_seconds, self._server.issuer, self._server.stats)
